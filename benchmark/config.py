@@ -1,0 +1,192 @@
+"""A fully resolved job: every protocol choice as a typed, frozen field.
+
+"Protocol is data" (DESIGN.md): each silent choice a paper or a repository makes (normalisation
+constants, padding mode, flips, shortcut type, schedule unit, warm-up rule, which parameters get
+weight decay) is a field here, stored with the results and shown next to the number it produced.
+
+The suite parser validates TOML against these dataclasses by introspection: a field's type hint
+(``Literal[...]``, ``int``, ``tuple[float, ...]``, ...) *is* the schema, so adding a knob means adding
+a field here and nowhere else. Keep every field documented with the paper detail it encodes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+# ----------------------------------------------------------------------------------------------
+# Model: one CIFAR ResNet family (He 2016 §4.2) whose knobs cover every seed variant.
+
+Block = Literal["basic", "bottleneck"]
+Order = Literal["post", "pre"]  # post-activation (He 2016) or full pre-activation (He 2016b)
+Shortcut = Literal["A", "B", "none"]  # A: zero-padded identity; B: 1x1 projection; none: plain net
+ShortcutPool = Literal["stride", "avg"]  # how option A subsamples: x[..., ::2, ::2] or 2x2 average
+ResidualScale = Literal["none", "tau", "rezero", "tanh_rezero"]
+TauMode = Literal["fixed", "shared_learnable"]  # tau-ResNet BN code: fixed float; no-BN code: one shared nn.Parameter
+Norm = Literal["batchnorm", "none"]
+Init = Literal["he_fan_out", "he_fan_in", "torch_default"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Depth counts weighted layers: 6n+2 for basic blocks, 9n+2 for bottleneck blocks (He 2016 §4.2,
+    # He 2016b). When ``stages`` is given it wins and depth is only a label (PreAct-18 = [2,2,2,2]).
+    depth: int = 20
+    block: Block = "basic"
+    order: Order = "post"
+    shortcut: Shortcut = "A"
+    shortcut_pool: ShortcutPool = "stride"  # techxzen uses avg_pool2d(2); akamaster strides
+    shortcut_norm: bool = False  # tau-ResNet/Fixup code puts a BatchNorm on the downsampling shortcut
+    widths: tuple[int, ...] = (16, 32, 64)  # He 2016 CIFAR; PreAct-18/50 for CIFAR-100 use (64,128,256,512)
+    stages: tuple[int, ...] | None = None  # blocks per stage; None -> n = (depth-2)/6 (or /9) each
+    residual_scale: ResidualScale = "none"
+    tau: float | None = None  # resolved value when residual_scale == "tau" (suite may write "1/sqrt(L)")
+    tau_mode: TauMode = "fixed"
+    norm: Norm = "batchnorm"
+    init: Init = "he_fan_out"  # He 2015 normal(0, sqrt(2/n)), n = k*k*out_channels (He 2016 §3.4)
+    init_linear: bool = False  # Lab1 report and akamaster also Kaiming-init the final Linear layer
+    conv_bias: bool = False  # techxzen leaves PyTorch's default bias=True on every conv
+    final_norm: bool = True  # pre-activation: extra BN-ReLU after the last unit (He 2016b appendix)
+    zero_init_last_norm: bool = False  # "zero gamma" (Goyal et al.), as in tbachlechner/Fixup resnet_cifar.py
+    num_classes: int = 10  # resolved from the dataset by the suite parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: readers, splits and the device-resident augmentation pipeline.
+
+Dataset = Literal["cifar10", "cifar100", "synthetic"]
+Normalize = Literal["per_pixel_mean", "channel_mean", "channel_mean_std"]
+PadMode = Literal["zeros", "edge", "reflect"]
+Flip = Literal["none", "horizontal", "any"]  # any = albumentations Flip: horizontal, vertical or both
+Selection = Literal["final", "best_val", "best_test"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Dataset = "cifar10"
+    train_size: int | None = None  # use only the first N training images (quick runs); None = all
+    test_size: int | None = None  # likewise for the test set
+    val_size: int = 0  # carve a deterministic validation split off the training set (He 2016: 5000)
+    # He 2016 §4.2 subtracts the per-pixel mean; most repositories use per-channel constants.
+    normalize: Normalize = "per_pixel_mean"
+    mean: tuple[float, ...] | None = None  # per-channel, on the 0..1 scale; None = computed from train
+    std: tuple[float, ...] | None = None
+    pad: int = 4  # "4 pixels are padded on each side, and a 32x32 crop is randomly sampled" (§4.2)
+    pad_mode: PadMode = "zeros"
+    flip: Flip = "horizontal"
+    flip_p: float = 0.5
+    # albumentations ShiftScaleRotate (ReZero-Cifar100): limits and probability; 0 disables.
+    shift: float = 0.0  # fraction of the image size
+    scale: float = 0.0  # relative, e.g. 0.1 -> factor in [0.9, 1.1]
+    rotate: float = 0.0  # degrees
+    affine_p: float = 0.0
+    synthetic_train: int = 2000  # synthetic dataset sizes (deterministic, learnable)
+    synthetic_test: int = 500
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisation and schedule.
+
+WeightDecayOn = Literal["all", "weights_only"]  # weights_only: no decay on biases, norms, alpha, tau
+ScheduleUnit = Literal["epoch", "iteration"]
+Warmup = Literal["none", "constant", "linear", "until_error"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    weight_decay_on: WeightDecayOn = "all"
+    scalar_lr_scale: float = 1.0  # Fixup/tau-ResNet code: scalar biases and tau train at lr/10
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    unit: ScheduleUnit = "iteration"
+    length: int = 64_000  # in ``unit``; He 2016 §4.2: "terminated at 64k iterations"
+    milestones: tuple[int, ...] = (32_000, 48_000)  # in ``unit``
+    gamma: float = 0.1
+    # Warm-up. constant: ``warmup_lr`` for ``warmup_length`` iterations (He 2016b: 0.01 for 400 it);
+    # linear: 0 -> lr over ``warmup_length`` iterations (ReZero-Cifar100: one epoch);
+    # until_error: ``warmup_lr`` until the running training error drops below ``warmup_until_error``
+    # (He 2016 §4.2 ResNet-110: 0.01 "until the training error is below 80% (about 400 iterations)").
+    warmup: Warmup = "none"
+    warmup_lr: float = 0.01
+    warmup_length: int = 0  # iterations
+    warmup_until_error: float = 0.8
+
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Speed options. They can change numerics slightly, so they are part of the job key."""
+
+    channels_last: bool = False
+    precision: Precision = "fp32"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training run: everything needed to reproduce it, and nothing else."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the run: a hash of its canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    @property
+    def cell_key(self) -> str:
+        """Identity of the configuration without its seed: the rows of a comparison table."""
+        return replace(self, seed=0).key
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
+        return from_dict(cls, d)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from ``asdict`` output, turning lists back into tuples.
+
+    For stored configs only: user input goes through ``benchmark.suite``, which validates.
+    """
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        sub = _CONFIG_CLASSES.get(f.name) if cls is JobSpec else None
+        if sub is not None:
+            v = from_dict(sub, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+_CONFIG_CLASSES: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "runtime": RuntimeConfig,
+}

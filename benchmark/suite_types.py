@@ -1,0 +1,90 @@
+"""What a parsed suite file is: jobs, published numbers, claims, tolerance.
+
+Kept apart from the parser (``benchmark.suite``) so the reporter and the store can import the
+types without the TOML machinery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from benchmark.config import JobSpec
+
+# How a published number was obtained. The report prints it next to the value, because a
+# best-of-5 and a single run are not the same kind of evidence (He 2016 Table 6 mixes both).
+PublishedKind = Literal[
+    "single",  # one printed number; the source does not say it is more than one run
+    "best_of",  # best of ``runs`` runs (He 2016 ResNet-110: best of 5)
+    "mean_std",  # mean ± std over ``runs`` runs
+    "median_of",  # median of ``runs`` runs (He 2016b: "median of 5 runs")
+    "chart_reading",  # measured off a figure: approximate by nature
+    "derived",  # computed by us from a source (a CSV log, a formula); say how in ``note``
+    "expected",  # a reference run of this benchmark (smoke suite), not a paper number
+]
+Selection = Literal["final", "best_val", "best_test"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One expanded job of a suite: its human label, its cell (label without the seed) and spec."""
+
+    label: str  # e.g. "resnet-20" ; unique per cell within the suite
+    spec: JobSpec
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number from a paper or repository that a cell is compared with."""
+
+    label: str  # the cell label it belongs to
+    value: float  # in the metric's unit (errors in percent)
+    metric: str = "test_error"
+    kind: PublishedKind = "single"
+    runs: int | None = None
+    std: float | None = None  # for mean_std (and best_of when the source prints it, e.g. 6.61±0.16)
+    mean: float | None = None  # when the source prints a mean next to best/median
+    approx: bool = False  # chart readings, third-party readings, derived values
+    source: str = ""  # paper + table/figure, or repository + commit + file
+    note: str = ""
+    tolerance: float | None = None  # overrides the suite's tolerance for this value
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A qualitative statement checked against the results, in a small safe expression language."""
+
+    name: str
+    text: str  # the claim in words, with its source
+    expr: str  # e.g. 'final("plain-56", "train_error") > final("plain-20", "train_error")'
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    title: str = ""
+    description: str = ""
+    source: str = ""  # the paper / repository the suite reproduces
+    protocol: str = ""  # one line describing the protocol, printed by the reporter
+    tolerance: float = 1.0  # default allowed |measured - published|, in the metric's unit
+    select: Selection = "final"  # which epoch's value is reported
+    jobs: tuple[Job, ...] = ()
+    published: tuple[Published, ...] = ()
+    claims: tuple[Claim, ...] = ()
+    text: str = field(default="", repr=False)  # the TOML source as read, stored with the suite
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for j in self.jobs:
+            seen.setdefault(j.label, None)
+        return tuple(seen)
