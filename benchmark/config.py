@@ -48,6 +48,10 @@ class ModelConfig:
     init_linear: bool = False  # Lab1 report and akamaster also Kaiming-init the final Linear layer
     conv_bias: bool = False  # techxzen leaves PyTorch's default bias=True on every conv
     final_norm: bool = True  # pre-activation: extra BN-ReLU after the last unit (He 2016b appendix)
+    # Pre-activation: He 2016b appendix "the first unit takes the activation right after conv1, before
+    # splitting into two paths", so its shortcut sees BN-ReLU(stem) too. kuangliu PreActResNet
+    # (ReZero-Cifar100) shares the pre-activation only when the shape changes (False).
+    first_unit_shares_preact: bool = True
     zero_init_last_norm: bool = False  # "zero gamma" (Goyal et al.), as in tbachlechner/Fixup resnet_cifar.py
     num_classes: int = 10  # resolved from the dataset by the suite parser
 

@@ -1,0 +1,248 @@
+"""The CIFAR ResNet family (He 2016 §4.2, He 2016b), built from one ``ModelConfig``.
+
+    build_model(cfg)    -> nn.Module (a ``CifarResNet``)
+    num_blocks(cfg)     -> L, the number of residual blocks (tau = 1/sqrt(L), tau-ResNet README)
+    count_params(model) -> number of trainable parameters
+    residual_scales(m)  -> current alpha / tanh(alpha) / shared tau, for per-epoch logging
+
+Layout: stem -> stages of units (stride 2 at the first unit of every stage but the first) ->
+[final BN-ReLU for pre-activation] -> global average pool -> Linear.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.config import ModelConfig
+from benchmark.models.blocks import (ResidualUnit, ScalarBias, conv, make_shortcut, nonorm_branch, post_branch,
+                                     pre_branch)
+
+BOTTLENECK_EXPANSION = 4  # He 2016 §4.1 / He 2016b ResNet-164: 1x1 reduce, 3x3, 1x1 expand x4
+
+
+class ModelConfigError(ValueError):
+    """A ModelConfig that does not describe a buildable network; the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and shape arithmetic
+
+
+def _layers_per_block(cfg: ModelConfig) -> int:
+    return 3 if cfg.block == "bottleneck" else 2
+
+
+def stage_sizes(cfg: ModelConfig) -> tuple[int, ...]:
+    """Blocks per stage. From ``depth`` = (2 or 3) * n * stages + 2 when ``stages`` is None."""
+    per = _layers_per_block(cfg)
+    n_stages = len(cfg.widths)
+    if n_stages < 1 or any(w < 1 for w in cfg.widths):
+        raise ModelConfigError(f"widths must be positive and non-empty, got {cfg.widths}")
+    if cfg.stages is not None:
+        if len(cfg.stages) != n_stages or any(s < 1 for s in cfg.stages):
+            raise ModelConfigError(
+                f"stages {cfg.stages} must give one positive block count per width in {cfg.widths}")
+        expected = per * sum(cfg.stages) + 2
+        if cfg.depth != expected:
+            raise ModelConfigError(
+                f"depth {cfg.depth} does not match stages {cfg.stages} with {cfg.block} blocks "
+                f"({per} layers each + stem + fc = {expected}); set depth = {expected}")
+        return tuple(cfg.stages)
+    step = per * n_stages  # 6 for basic, 9 for bottleneck with three stages
+    if cfg.depth < step + 2 or (cfg.depth - 2) % step:
+        lo = max(step + 2, (cfg.depth - 2) // step * step + 2)
+        hi = ((cfg.depth - 2) // step + 1) * step + 2
+        nearby = sorted({lo, hi})
+        raise ModelConfigError(
+            f"depth {cfg.depth} is not {step}n+2 for {cfg.block} blocks with {n_stages} stages; "
+            f"valid nearby: {', '.join(map(str, nearby))}")
+    return ((cfg.depth - 2) // step,) * n_stages
+
+
+def num_blocks(cfg: ModelConfig) -> int:
+    """L, the number of residual blocks (54 for ResNet-110); tau-ResNet sets tau = 1/sqrt(L)."""
+    return sum(stage_sizes(cfg))
+
+
+def validate(cfg: ModelConfig) -> None:
+    """Raise ModelConfigError for knob combinations no source builds (or that are silently ignored)."""
+    stage_sizes(cfg)
+    err = ModelConfigError
+    scaled = cfg.residual_scale in ("rezero", "tanh_rezero")
+    if cfg.num_classes < 1:
+        raise err(f"num_classes must be >= 1, got {cfg.num_classes}")
+    if cfg.residual_scale == "tau":
+        if cfg.tau is None:
+            raise err("residual_scale='tau' needs tau (e.g. 1/sqrt(L) = "
+                      f"{1 / math.sqrt(num_blocks(cfg)):.4f} for L = {num_blocks(cfg)} blocks)")
+        if not cfg.tau > 0:
+            raise err(f"tau must be > 0, got {cfg.tau}")
+    else:
+        if cfg.tau is not None:
+            raise err(f"tau={cfg.tau} is set but residual_scale is {cfg.residual_scale!r}; use residual_scale='tau'")
+        if cfg.tau_mode != "fixed":
+            raise err(f"tau_mode={cfg.tau_mode!r} needs residual_scale='tau'")
+    if scaled and cfg.shortcut == "none":
+        raise err(f"residual_scale={cfg.residual_scale!r} with shortcut='none': alpha=0 would zero every block")
+    if cfg.shortcut_norm and cfg.shortcut != "A":
+        raise err("shortcut_norm (BatchNorm on the option-A shortcut, tau-ResNet code) needs shortcut='A'")
+    if cfg.shortcut_pool != "stride" and cfg.shortcut != "A":
+        raise err("shortcut_pool only applies to option A; set shortcut='A' or shortcut_pool='stride'")
+    if cfg.order == "post":
+        if not cfg.final_norm:
+            raise err("final_norm=False only applies to order='pre' (post-activation ends with ReLU)")
+        if not cfg.first_unit_shares_preact:
+            raise err("first_unit_shares_preact only applies to order='pre'")
+    if cfg.norm == "none":
+        # Only the tau-ResNet no-BN network (resnet_cifar_nobn.py) is built without normalisation.
+        if cfg.order != "post" or cfg.block != "basic":
+            raise err("norm='none' is the tau-ResNet no-BN block: needs order='post' and block='basic'")
+        if scaled:
+            raise err(f"residual_scale={cfg.residual_scale!r} with norm='none' is not implemented "
+                      "(no source for a no-BN ReZero CIFAR block here); use residual_scale='tau'")
+        if cfg.shortcut_norm or cfg.zero_init_last_norm:
+            raise err("norm='none' has no BatchNorm: shortcut_norm and zero_init_last_norm must be False")
+    if cfg.zero_init_last_norm and cfg.shortcut == "none":
+        raise err("zero_init_last_norm with shortcut='none' makes every plain block output zero")
+    if cfg.init_linear and cfg.init == "torch_default":
+        raise err("init_linear=True needs init='he_fan_in' or 'he_fan_out'")
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+
+
+def _grad_scaled(p: Tensor, factor: float) -> Tensor:
+    """Value of ``p``, gradient multiplied by ``factor`` (straight-through)."""
+    return p.detach() + (p - p.detach()) * factor
+
+
+class CifarResNet(nn.Module):
+    """He 2016 §4.2 CIFAR ResNet and its variants; see ``ModelConfig`` for every knob."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        validate(cfg)
+        self.cfg = cfg
+        sizes = stage_sizes(cfg)
+        self.num_blocks = sum(sizes)
+        bn = cfg.norm == "batchnorm"
+        pre = cfg.order == "pre"
+        bottleneck = cfg.block == "bottleneck"
+        expansion = BOTTLENECK_EXPANSION if bottleneck else 1
+        bias = cfg.conv_bias
+
+        # Stem: 3x3 conv to widths[0]. Post-activation: conv-BN-ReLU (He 2016); no-BN tau-ResNet:
+        # conv-ReLU; pre-activation: a bare conv, its BN-ReLU is the first unit's (He 2016b, kuangliu).
+        stem: list[tuple[str, nn.Module]] = [("conv", conv(3, cfg.widths[0], 3, 1, bias))]
+        if not pre:
+            if bn:
+                stem.append(("bn", nn.BatchNorm2d(cfg.widths[0])))
+            stem.append(("relu", nn.ReLU()))
+        self.stem = nn.Sequential(OrderedDict(stem))
+
+        # tau-ResNet no-BN code: ONE learnable tau shared by all blocks; its gradient is divided by the
+        # number of blocks each step (scale_tau_grad). Done in forward, so no trainer hook is needed.
+        shared = cfg.residual_scale == "tau" and cfg.tau_mode == "shared_learnable"
+        self.tau = nn.Parameter(torch.full((1,), float(cfg.tau))) if shared else None
+        fixed_tau = cfg.tau if cfg.residual_scale == "tau" and not shared else None
+        scale = cfg.residual_scale if cfg.residual_scale != "tau" else ("tau" if fixed_tau is not None else "none")
+
+        self.stages = nn.ModuleList()
+        in_ch = cfg.widths[0]
+        for i, (width, n) in enumerate(zip(cfg.widths, sizes)):
+            units = nn.ModuleList()
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                out_ch = width * expansion
+                shape_change = stride != 1 or in_ch != out_ch
+                shortcut = make_shortcut(cfg.shortcut, in_ch, out_ch, stride, pool=cfg.shortcut_pool,
+                                         shortcut_norm=cfg.shortcut_norm, projection_norm=bn and not pre, bias=bias)
+                if cfg.norm == "none":
+                    branch = nonorm_branch(in_ch, out_ch, stride, bias)
+                elif pre:
+                    branch = pre_branch(in_ch, width, out_ch, stride, bottleneck, bias)
+                else:
+                    branch = post_branch(in_ch, width, out_ch, stride, bottleneck, bias)
+                preact = None
+                if pre:
+                    preact = nn.Sequential(OrderedDict([("bn1", nn.BatchNorm2d(in_ch)), ("relu1", nn.ReLU())]))
+                first = i == 0 and j == 0
+                units.append(ResidualUnit(
+                    branch, shortcut, order=cfg.order, scale=scale, tau=fixed_tau, preact=preact,
+                    share_preact=shape_change or (first and cfg.first_unit_shares_preact)))
+                in_ch = out_ch
+            self.stages.append(units)
+
+        # He 2016b appendix: extra BN-ReLU after the last unit; kuangliu PreActResNet has none.
+        self.head_norm = (nn.Sequential(OrderedDict([("bn", nn.BatchNorm2d(in_ch)), ("relu", nn.ReLU())]))
+                          if pre and cfg.final_norm else nn.Identity())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        cfg = self.cfg
+        if cfg.init != "torch_default":
+            # he_fan_out: normal(0, sqrt(2/(k*k*out_channels))) (He 2015, fb.resnet.torch, tau-ResNet);
+            # he_fan_in: kaiming_normal_ defaults (akamaster, Lab1). Conv biases (conv_bias) start at 0.
+            mode = "fan_out" if cfg.init == "he_fan_out" else "fan_in"
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            if cfg.init_linear:  # weight only; the bias keeps PyTorch's default (akamaster)
+                nn.init.kaiming_normal_(self.fc.weight, mode=mode, nonlinearity="relu")
+        if cfg.zero_init_last_norm:  # "zero gamma": last BN of each branch starts at 0
+            for unit in self.units():
+                last_bn = [m for m in unit.branch if isinstance(m, nn.BatchNorm2d)][-1]
+                nn.init.zeros_(last_bn.weight)
+
+    def units(self) -> list[ResidualUnit]:
+        return [u for stage in self.stages for u in stage]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        shared = _grad_scaled(self.tau, 1.0 / self.num_blocks) if self.tau is not None else None
+        for stage in self.stages:
+            for unit in stage:
+                x = unit(x, shared)
+        x = self.pool(self.head_norm(x)).flatten(1)
+        return self.fc(x)
+
+    @torch.no_grad()
+    def residual_scales(self) -> dict[str, float]:
+        """Current learnable residual scales by name, for per-epoch logging.
+
+        rezero: {"alpha.stage1.block0": alpha, ...}; tanh_rezero: the *effective* multiplier tanh(alpha)
+        under the same "alpha." names; shared learnable tau: {"tau": tau}; fixed tau or none: {}.
+        """
+        if self.tau is not None:
+            return {"tau": float(self.tau.item())}
+        if self.cfg.residual_scale not in ("rezero", "tanh_rezero"):
+            return {}
+        return {f"alpha.stage{i + 1}.block{j}": float(unit.multiplier().item())
+                for i, stage in enumerate(self.stages) for j, unit in enumerate(stage)}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build the network a ModelConfig describes; raises ModelConfigError if it describes none."""
+    return CifarResNet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters, each shared tensor counted once (as the papers' #params)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def residual_scales(model: nn.Module) -> dict[str, float]:
+    """Named current residual scales of a model built here ({} for models without any)."""
+    fn = getattr(model, "residual_scales", None)
+    return fn() if callable(fn) else {}
