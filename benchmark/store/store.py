@@ -1,0 +1,495 @@
+"""``Store``: the only code that reads or writes the results database.
+
+Job life cycle (``jobs.state``)::
+
+    queued --claim_job--> running --finish--> done | diverged | failed
+                            |  \--release (Ctrl-C; attempt not counted)--> queued
+                            \----requeue_stale / fail_attempt--> queued, or failed after
+                                 max_attempts ("gave up after N attempts; last error: ...")
+    failed | diverged --reset_jobs--> queued
+
+Conventions:
+
+- Epochs are numbered from 1: ``record_epoch(job, 1, ...)`` is the end of the first epoch, and
+  ``jobs.epochs_done`` is the highest epoch recorded so far. Epoch 0 may hold an evaluation before
+  training; it does not count as done.
+- NaN metric values are stored as SQL NULL (portable: SQLite turns NaN into NULL anyway) and come
+  back as NaN from ``metrics_frame``. +-inf are stored as they are.
+- ``attempts`` counts claims. ``release`` gives the attempt back (an interrupted run is not a
+  failure); a lost worker (``requeue_stale``) or ``fail_attempt`` keeps it.
+- Every timestamp is the database's clock (``schema.utcnow``), in UTC.
+- A worker is named ``"host:pid"`` (anything may follow the pid: ``"host:pid:cuda:0"``); that is how
+  ``requeue_stale`` sees that a job's process on this host has died.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+
+from benchmark.config import JobSpec
+from benchmark.suite_types import Suite
+
+from . import db
+from .db import NotFound, StoreError, display_url, resolve_url, translate_errors
+from .schema import (
+    DIVERGED,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RUNNING,
+    STATES,
+    jobs_table as J,
+    metrics_table as M,
+    suites_table as S,
+    utcnow,
+)
+
+_CLAIM_BATCH = 16  # candidates read per round; losing all of them to other workers means re-read
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    suite: str
+    key: str
+    cell: str
+    label: str
+    seed: int
+    spec: JobSpec
+    state: str
+    attempts: int
+    epochs_done: int
+    worker: str | None
+    device: str | None
+    error: str | None
+
+
+def _metric_value(v: Any) -> float | None:
+    f = float(v)  # also takes 0-d tensors and numpy scalars
+    return None if math.isnan(f) else f
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell: let the heartbeat timeout decide
+    return True
+
+
+def dead_local_worker(worker: str | None, host: str | None = None) -> bool:
+    """True when ``worker`` ("host:pid...") names a process on this host that no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    whost, rest = worker.split(":", 1)
+    digits = ""
+    for ch in rest:
+        if not ch.isdigit():
+            break
+        digits += ch
+    if whost != (host or socket.gethostname()) or not digits or int(digits) <= 0:
+        return False
+    return not _pid_alive(int(digits))
+
+
+class Store:
+    """The results database. ``url``: any SQLAlchemy URL; default ``$BENCH_DB`` or
+    ``sqlite:///db/results.sqlite`` relative to the current directory.
+
+    A new empty database is created at the newest schema revision (unless ``create=False``); an
+    existing one must already be at it, else ``SchemaError`` says to run ``bench db upgrade``.
+    Every method raises ``StoreError`` (never a raw driver error) when the database fails.
+    """
+
+    def __init__(self, url: str | None = None, *, create: bool = True):
+        self.url = resolve_url(url)
+        path = db.sqlite_path(self.url)
+        if path is not None:
+            if not path.exists() and not create:
+                raise StoreError(f"no bench database at {display_url(self.url)} (no file {path}): "
+                                 f"run `bench db upgrade --db {display_url(self.url)}` to create one")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with translate_errors(self.url):
+            self._engine = db.make_engine(self.url)
+        self._write = db.writer(self._engine)
+        try:
+            db.check_schema(self._engine, self.url, create=create)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"Store({display_url(self.url)!r})"
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def _guard(self):
+        return translate_errors(self.url)
+
+    def _insert(self, table):
+        """INSERT with ON CONFLICT support where the dialect has it (sqlite, postgresql)."""
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            return None
+        return dialect_insert(table)
+
+    def _suite_id(self, conn, name: str) -> int:
+        sid = conn.execute(select(S.c.id).where(S.c.name == name)).scalar()
+        if sid is None:
+            raise NotFound(f"no suite named {name!r} in {display_url(self.url)}; "
+                           f"registered: {', '.join(self._suite_names(conn)) or 'none'}")
+        return sid
+
+    @staticmethod
+    def _suite_names(conn) -> list[str]:
+        return list(conn.execute(select(S.c.name).order_by(S.c.name)).scalars())
+
+    # -- suites --------------------------------------------------------------------------------
+
+    def register_suite(self, suite: Suite) -> tuple[int, int]:
+        """Insert the suite (or update its text, path and title) and its jobs that are not there
+        yet, by (suite, job key). Existing jobs keep their state and results; only a changed label
+        is updated. Returns (jobs added, jobs already present)."""
+        jobs: dict[str, Any] = {}
+        for job in suite.jobs:  # the parser rejects duplicates; first one wins if any slip through
+            jobs.setdefault(job.key, job)
+        values = dict(path=str(suite.path), text=suite.text or "", title=suite.title or "")
+        with self._guard(), self._write.begin() as c:
+            sid = c.execute(select(S.c.id).where(S.c.name == suite.name)).scalar()
+            if sid is None:
+                ins = self._insert(S)
+                stmt = (ins.on_conflict_do_nothing(index_elements=["name"]) if ins is not None
+                        else insert(S)).values(name=suite.name, registered_at=utcnow(), **values)
+                c.execute(stmt)
+                sid = c.execute(select(S.c.id).where(S.c.name == suite.name)).scalar_one()
+            c.execute(update(S).where(S.c.id == sid).values(**values))
+
+            existing = {r.key: (r.id, r.label)
+                        for r in c.execute(select(J.c.id, J.c.key, J.c.label).where(J.c.suite_id == sid))}
+            new = [dict(suite_id=sid, key=k, cell=j.spec.cell_key, label=j.label, seed=j.seed,
+                        config=j.spec.canonical_json(), state=QUEUED, attempts=0, epochs_done=0)
+                   for k, j in jobs.items() if k not in existing]
+            if new:
+                ins = self._insert(J)
+                stmt = (ins.on_conflict_do_nothing(index_elements=["suite_id", "key"])
+                        if ins is not None else insert(J))
+                c.execute(stmt.values(created_at=utcnow()), new)
+            relabel = [dict(_id=existing[k][0], _label=j.label)
+                       for k, j in jobs.items() if k in existing and existing[k][1] != j.label]
+            if relabel:
+                c.execute(update(J).where(J.c.id == bindparam("_id")).values(label=bindparam("_label")),
+                          relabel)
+        return len(new), len(jobs) - len(new)
+
+    def suites(self) -> list[dict[str, Any]]:
+        """One dict per suite: name, path, title, registered_at, jobs, and a count per state."""
+        counts = (select(J.c.suite_id, J.c.state, func.count().label("n"))
+                  .group_by(J.c.suite_id, J.c.state))
+        with self._guard(), self._engine.connect() as c:
+            rows = c.execute(select(S.c.id, S.c.name, S.c.path, S.c.title, S.c.registered_at)
+                             .order_by(S.c.name)).all()
+            per: dict[int, dict[str, int]] = {}
+            for sid, state, n in c.execute(counts):
+                per.setdefault(sid, {})[state] = n
+        out = []
+        for r in rows:
+            states = {s: per.get(r.id, {}).get(s, 0) for s in STATES}
+            out.append(dict(name=r.name, path=r.path, title=r.title, registered_at=r.registered_at,
+                            jobs=sum(states.values()), **states))
+        return out
+
+    def suite_text(self, name: str) -> str:
+        """The TOML source of a suite as it was last registered."""
+        with self._guard(), self._engine.connect() as c:
+            sid = self._suite_id(c, name)
+            return c.execute(select(S.c.text).where(S.c.id == sid)).scalar_one()
+
+    def delete_suite(self, name: str) -> int:
+        """Delete a suite with its jobs and metrics; returns the number of jobs deleted."""
+        with self._guard(), self._write.begin() as c:
+            sid = self._suite_id(c, name)
+            ids = select(J.c.id).where(J.c.suite_id == sid).scalar_subquery()
+            c.execute(delete(M).where(M.c.job_id.in_(ids)))
+            n = c.execute(delete(J).where(J.c.suite_id == sid)).rowcount
+            c.execute(delete(S).where(S.c.id == sid))
+        return n
+
+    def reset_jobs(self, suite: str, states: Iterable[str] = (FAILED, DIVERGED), *,
+                   clear_metrics: bool = False) -> int:
+        """Put a suite's jobs in ``states`` back in the queue with a fresh attempt count; returns how
+        many. Their metrics are kept (a resumed run overwrites them epoch by epoch) unless
+        ``clear_metrics``, which also sets epochs_done to 0. Running jobs are never reset."""
+        states = [s for s in states if s != RUNNING]
+        bad = set(states) - set(STATES)
+        if bad:
+            raise ValueError(f"unknown job states {sorted(bad)}; states are {', '.join(STATES)}")
+        with self._guard(), self._write.begin() as c:
+            sid = self._suite_id(c, suite)
+            where = and_(J.c.suite_id == sid, J.c.state.in_(states))
+            values: dict[str, Any] = dict(state=QUEUED, attempts=0, error=None, worker=None,
+                                          device=None, started_at=None, heartbeat_at=None,
+                                          finished_at=None)
+            if clear_metrics:
+                c.execute(delete(M).where(M.c.job_id.in_(select(J.c.id).where(where))))
+                values["epochs_done"] = 0
+            return c.execute(update(J).where(where).values(**values)).rowcount
+
+    # -- the job life cycle ---------------------------------------------------------------------
+
+    def claim_job(self, worker: str, device: str, suites: Sequence[str] | None = None,
+                  job_id: int | None = None) -> JobRecord | None:
+        """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given) for
+        ``worker`` on ``device``, or None when there is none. Compare-and-set: the UPDATE only
+        succeeds while the job is still queued, so two workers never get the same job."""
+        q = select(J.c.id).where(J.c.state == QUEUED)
+        if job_id is not None:
+            q = q.where(J.c.id == job_id)
+        if suites is not None:
+            q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
+        q = q.order_by(J.c.id).limit(_CLAIM_BATCH)
+        with self._guard():
+            while True:
+                with self._engine.connect() as c:
+                    candidates = list(c.execute(q).scalars())
+                if not candidates:
+                    return None
+                for jid in candidates:
+                    with self._write.begin() as c:
+                        won = c.execute(
+                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(
+                                state=RUNNING, worker=worker, device=device,
+                                attempts=J.c.attempts + 1, started_at=utcnow(),
+                                heartbeat_at=utcnow(), finished_at=None)
+                        ).rowcount == 1
+                    if won:
+                        return self.get_job(jid)
+
+    def heartbeat(self, job_id: int, worker: str) -> bool:
+        """Stamp the job's heartbeat. False when the job is no longer running for ``worker`` (it was
+        requeued or reset): the worker must stop working on it."""
+        with self._guard(), self._write.begin() as c:
+            return c.execute(update(J).where(J.c.id == job_id, J.c.state == RUNNING,
+                                              J.c.worker == worker)
+                             .values(heartbeat_at=utcnow())).rowcount == 1
+
+    def record_epoch(self, job_id: int, epoch: int, metrics: Mapping[str, float],
+                     worker: str | None = None) -> bool:
+        """Write one epoch's metrics (1-based ``epoch``) in one transaction: upsert every
+        (job, epoch, name) row, raise epochs_done to ``epoch``, stamp the heartbeat.
+
+        With ``worker``, only while the job is running for that worker: returns False and writes
+        nothing otherwise (the job was taken away; stop). NaN is stored as NULL."""
+        rows = [dict(job_id=job_id, epoch=int(epoch), name=str(k), value=_metric_value(v))
+                for k, v in metrics.items()]
+        upd = update(J).where(J.c.id == job_id).values(
+            epochs_done=case((J.c.epochs_done < epoch, epoch), else_=J.c.epochs_done),
+            heartbeat_at=utcnow())
+        if worker is not None:
+            upd = upd.where(J.c.state == RUNNING, J.c.worker == worker)
+        with self._guard(), self._write.begin() as c:
+            if c.execute(upd).rowcount != 1:
+                if worker is not None:
+                    return False
+                raise NotFound(f"no job {job_id} in {display_url(self.url)}")
+            if rows:
+                ins = self._insert(M)
+                if ins is not None:
+                    c.execute(ins.on_conflict_do_update(
+                        index_elements=["job_id", "epoch", "name"],
+                        set_={"value": ins.excluded.value}), rows)
+                else:  # portable fallback: delete then insert, in the same transaction
+                    c.execute(delete(M).where(M.c.job_id == job_id, M.c.epoch == int(epoch),
+                                              M.c.name.in_([r["name"] for r in rows])))
+                    c.execute(insert(M), rows)
+        return True
+
+    def finish(self, job_id: int, state: str, error: str | None = None,
+               worker: str | None = None) -> bool:
+        """End a job as done, diverged or failed (``error``: the traceback or reason). With
+        ``worker``, only while it is running for that worker; returns whether the row changed."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"finish() takes one of {', '.join(FINAL_STATES)}, not {state!r}")
+        upd = update(J).where(J.c.id == job_id).values(
+            state=state, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+        if worker is not None:
+            upd = upd.where(J.c.state == RUNNING, J.c.worker == worker)
+        with self._guard(), self._write.begin() as c:
+            return c.execute(upd).rowcount == 1
+
+    def release(self, job_id: int, worker: str | None = None) -> bool:
+        """Put a running job back in the queue without counting the attempt (Ctrl-C, shutdown).
+        Its metrics stay; the next worker resumes from the last checkpoint."""
+        upd = update(J).where(J.c.id == job_id, J.c.state == RUNNING).values(
+            state=QUEUED, attempts=case((J.c.attempts > 0, J.c.attempts - 1), else_=0),
+            worker=None, device=None, heartbeat_at=None)
+        if worker is not None:
+            upd = upd.where(J.c.worker == worker)
+        with self._guard(), self._write.begin() as c:
+            return c.execute(upd).rowcount == 1
+
+    def fail_attempt(self, job_id: int, error: str, max_attempts: int = 3,
+                     worker: str | None = None) -> str:
+        """One attempt failed for a reason worth retrying (a crashed subprocess, a lost node):
+        requeue the job, or fail it for good once it has been claimed ``max_attempts`` times.
+        Returns the new state ('queued' or 'failed'), or '' if the job was not running (for
+        ``worker``)."""
+        with self._guard(), self._write.begin() as c:
+            q = select(J.c.attempts).where(J.c.id == job_id, J.c.state == RUNNING)
+            if worker is not None:
+                q = q.where(J.c.worker == worker)
+            attempts = c.execute(q).scalar()
+            if attempts is None:
+                return ""
+            state = self._lose(c, job_id, attempts, error, max_attempts)
+        return state
+
+    @staticmethod
+    def _lose(c, job_id: int, attempts: int, reason: str, max_attempts: int, *where) -> str:
+        if attempts >= max_attempts:
+            values = dict(state=FAILED, finished_at=utcnow(),
+                          error=f"gave up after {attempts} attempts; last error: {reason}")
+        else:
+            values = dict(state=QUEUED, worker=None, device=None, heartbeat_at=None, error=reason)
+        n = c.execute(update(J).where(J.c.id == job_id, J.c.state == RUNNING, *where)
+                      .values(**values)).rowcount
+        return values["state"] if n == 1 else ""
+
+    def requeue_stale(self, timeout_s: float = 120, max_attempts: int = 3) -> list[int]:
+        """Recover jobs whose worker is gone: running jobs whose heartbeat is older than
+        ``timeout_s`` (database clock), or whose worker is a process on this host that no longer
+        exists (a SIGKILLed ``bench run``: taken up at once). Each goes back to the queue, or to
+        'failed' once it has been claimed ``max_attempts`` times. Returns the ids of the jobs
+        moved (requeued or failed)."""
+        host = socket.gethostname()
+        moved = []
+        with self._guard(), self._write.begin() as c:
+            now = c.execute(select(utcnow())).scalar_one()
+            cutoff = now - timedelta(seconds=timeout_s)
+            running = c.execute(select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
+                                .where(J.c.state == RUNNING).order_by(J.c.id)).all()
+            for r in running:
+                if r.heartbeat_at is None or r.heartbeat_at < cutoff:
+                    reason = (f"worker {r.worker} lost: no heartbeat for more than {timeout_s:g} s "
+                              f"(last at {r.heartbeat_at} UTC)")
+                    guard = (J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff),)
+                elif dead_local_worker(r.worker, host):
+                    reason = f"worker {r.worker} lost: its process no longer exists"
+                    guard = (J.c.worker == r.worker,)
+                else:
+                    continue
+                if self._lose(c, r.id, r.attempts, reason, max_attempts, *guard):
+                    moved.append(r.id)
+        return moved
+
+    def set_environment(self, job_id: int, env: Mapping[str, Any]) -> None:
+        """Store what the job runs on (see ``benchmark.store.environment()``) as JSON."""
+        with self._guard(), self._write.begin() as c:
+            c.execute(update(J).where(J.c.id == job_id)
+                      .values(environment=json.dumps(dict(env), sort_keys=True, default=str)))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord:
+        q = (select(J.c.id, S.c.name.label("suite"), J.c.key, J.c.cell, J.c.label, J.c.seed,
+                    J.c.config, J.c.state, J.c.attempts, J.c.epochs_done, J.c.worker, J.c.device,
+                    J.c.error)
+             .join_from(J, S, J.c.suite_id == S.c.id).where(J.c.id == job_id))
+        with self._guard(), self._engine.connect() as c:
+            r = c.execute(q).first()
+        if r is None:
+            raise NotFound(f"no job {job_id} in {display_url(self.url)}")
+        return JobRecord(id=r.id, suite=r.suite, key=r.key, cell=r.cell, label=r.label,
+                         seed=r.seed, spec=JobSpec.from_dict(json.loads(r.config)), state=r.state,
+                         attempts=r.attempts, epochs_done=r.epochs_done, worker=r.worker,
+                         device=r.device, error=r.error)
+
+    def get_environment(self, job_id: int) -> dict[str, Any] | None:
+        with self._guard(), self._engine.connect() as c:
+            s = c.execute(select(J.c.environment).where(J.c.id == job_id)).scalar()
+        return json.loads(s) if s else None
+
+    def _suite_filter(self, q, suites: Sequence[str] | None):
+        return q if suites is None else q.where(S.c.name.in_(list(suites)))
+
+    def jobs_frame(self, suites: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per job: job_id, suite, key, cell, label, seed, state, attempts, epochs_done,
+        worker, device, created_at, started_at, heartbeat_at, finished_at (UTC), error, config
+        (canonical JSON), environment (JSON or None)."""
+        q = self._suite_filter(
+            select(J.c.id.label("job_id"), S.c.name.label("suite"), J.c.key, J.c.cell, J.c.label,
+                   J.c.seed, J.c.state, J.c.attempts, J.c.epochs_done, J.c.worker, J.c.device,
+                   J.c.created_at, J.c.started_at, J.c.heartbeat_at, J.c.finished_at, J.c.error,
+                   J.c.config, J.c.environment)
+            .join_from(J, S, J.c.suite_id == S.c.id).order_by(J.c.id), suites)
+        with self._guard(), self._engine.connect() as c:
+            result = c.execute(q)
+            df = pd.DataFrame(result.all(), columns=list(result.keys()))
+        for col in ("created_at", "started_at", "heartbeat_at", "finished_at"):
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+        for col in ("job_id", "seed", "attempts", "epochs_done"):
+            df[col] = df[col].astype("int64")
+        return df
+
+    def metrics_frame(self, suites: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                      job_ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Per-epoch metrics in long form: job_id, suite, key, label, seed, epoch, name, value
+        (float; NaN where NaN was recorded), ordered by job, epoch, name."""
+        q = select(M.c.job_id, M.c.epoch, M.c.name, M.c.value)
+        if names is not None:
+            q = q.where(M.c.name.in_(list(names)))
+        if job_ids is not None:
+            q = q.where(M.c.job_id.in_([int(j) for j in job_ids]))
+        if suites is not None:
+            q = q.where(M.c.job_id.in_(
+                select(J.c.id).join_from(J, S, J.c.suite_id == S.c.id)
+                .where(S.c.name.in_(list(suites)))))
+        q = q.order_by(M.c.job_id, M.c.epoch, M.c.name)
+        jq = self._suite_filter(
+            select(J.c.id.label("job_id"), S.c.name.label("suite"), J.c.key, J.c.label, J.c.seed)
+            .join_from(J, S, J.c.suite_id == S.c.id), suites)
+        with self._guard(), self._engine.connect() as c:
+            # Plain tuples from the driver, no ORM objects: ~1.6M rows must load in about a second.
+            rows = c.execute(q).all()
+            jobs = pd.DataFrame(c.execute(jq).all(), columns=["job_id", "suite", "key", "label", "seed"])
+        if rows:
+            job_id, epoch, name, value = zip(*rows)
+        else:
+            job_id = epoch = name = value = ()
+        m = pd.DataFrame({
+            "job_id": pd.array(job_id, dtype="int64"),
+            "epoch": pd.array(epoch, dtype="int64"),
+            "name": pd.Series(name, dtype="object"),
+            "value": pd.to_numeric(pd.Series(value, dtype="object"), errors="coerce").astype("float64"),
+        })
+        jobs["job_id"] = jobs["job_id"].astype("int64")
+        jobs["seed"] = jobs["seed"].astype("int64")
+        df = m.merge(jobs, on="job_id", how="left", validate="many_to_one")
+        return df[["job_id", "suite", "key", "label", "seed", "epoch", "name", "value"]]
