@@ -1,0 +1,171 @@
+"""The reporter's entry points over a Store: build tables, write files, check a suite.
+
+Kept separate from the click commands so tests and the smoke gate can call them directly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from benchmark.report.aggregate import ReportError, SuiteResults, summarize
+from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
+from benchmark.suite_types import Suite
+
+# Metrics the tables and error curves read; alpha.* / tau are fetched separately (they may be many).
+TABLE_METRICS = ("train_error", "test_error", "val_error", "iterations")
+
+
+def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
+    """SUITE arguments: a path to a .toml file, or the name of a suite registered in the database.
+    No arguments: every suite in the database, in registration order."""
+    from benchmark.suite import SuiteError, load_suite, parse_suite
+
+    if not names:
+        names = [s["name"] for s in store.suites()]
+    out = []
+    for name in names:
+        p = Path(name)
+        if name.endswith(".toml") or p.exists():
+            if not p.is_file():
+                raise SuiteError(f"{name}: no such suite file")
+            out.append(load_suite(p))
+            continue
+        registered = {s["name"]: s for s in store.suites()}
+        if name not in registered:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(registered), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(registered) or "none registered"
+            raise SuiteError(f"{name}: not a suite file and not a suite in the database{hint}; known: {known}")
+        out.append(parse_suite(store.suite_text(name), registered[name].get("path") or name))
+    return out
+
+
+def _frames(store: Any, suite: Suite) -> tuple[pd.DataFrame, pd.DataFrame]:
+    jobs = store.jobs_frame([suite.name])
+    keys = {j.key for j in suite.jobs}
+    if jobs.empty or not jobs["key"].isin(keys).any():
+        # A suite file run under another name (or renamed): match its jobs by key alone.
+        alljobs = store.jobs_frame(None)
+        jobs = alljobs[alljobs["key"].isin(keys)] if not alljobs.empty else alljobs
+    jobs = jobs[jobs["key"].isin(keys)] if not jobs.empty else jobs
+    ids = jobs["job_id"].tolist() if not jobs.empty else []
+    if not ids:
+        return jobs, pd.DataFrame(columns=["job_id", "epoch", "name", "value"])
+    metrics = store.metrics_frame(job_ids=ids)
+    return jobs, metrics
+
+
+def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
+    """Aggregate every suite (comparison rows, claims) from the store."""
+    out = []
+    for suite in suites:
+        jobs, metrics = _frames(store, suite)
+        out.append(summarize(suite, jobs, metrics, select))
+    return out
+
+
+def write_reports(
+    results: Iterable[SuiteResults], out_dir: str | Path, formats: Sequence[str] = ("markdown",),
+    figures: bool = True,
+) -> list[Path]:
+    """Write one file per suite and format (and the figures); return the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for res in results:
+        stem = safe_stem(res.suite.name)
+        figs = []
+        if figures and ({"markdown", "html"} & set(formats)):
+            from benchmark.report.curves import suite_figures  # matplotlib: only when drawing
+
+            figs = suite_figures(res, out_dir / "figures")
+            for f in figs:
+                written += [f.png, f.svg]
+        for fmt in formats:
+            if fmt not in FORMATS:
+                raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+            if fmt == "markdown":
+                text = render_markdown(res, figs, out_dir)
+            elif fmt == "html":
+                text = render_html(res, figs)
+            else:
+                text = RENDERERS[fmt](res)
+            path = out_dir / f"{stem}.{EXTENSIONS[fmt]}"
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# bench check
+
+
+@dataclass
+class CheckResult:
+    suite: str
+    problems: list[str] = field(default_factory=list)  # each says what is out and by how much
+    passed: list[str] = field(default_factory=list)
+    compared: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+def check_results(res: SuiteResults) -> CheckResult:
+    out = CheckResult(res.suite.name)
+    j = res.jobs
+    unfinished = j[j["state"].isin(["queued", "running", "missing"])]
+    if len(unfinished):
+        desc = ", ".join(f"{r.label} seed {r.seed} ({r.state})" for r in unfinished.itertuples())
+        out.problems.append(f"{len(unfinished)} of {len(j)} jobs not finished: {desc}")
+    broken = j[j["state"].isin(["failed", "diverged"])]
+    for r in broken.itertuples():
+        err = f": {r.error}" if isinstance(r.error, str) and r.error else ""
+        out.problems.append(f"{r.label} seed {r.seed} {r.state}{err}")
+    for r in res.records:
+        if r["published"] is None:
+            continue
+        out.compared += 1
+        name = r["label"] if r["metric"] == "test_error" else f"{r['label']} [{r['metric']}]"
+        if r["verdict"] == "ok":
+            out.passed.append(f"{name}: {r['mean']:.2f} vs {r['published_text']}: {r['diff']:+.2f} "
+                              f"within ±{r['tolerance']:g}")
+        elif r["verdict"] == "out" and r["diff"] is not None:
+            out.problems.append(
+                f"{name}: measured {r['mean']:.2f} (n={r['n']}) vs published {r['published_text']}: "
+                f"{r['diff']:+.2f}, outside ±{r['tolerance']:g} by {abs(r['diff']) - r['tolerance']:.2f}"
+            )
+        elif r["verdict"] == "out" and r["state"] == "done":
+            out.problems.append(f"{name}: {r['note'] or 'no value'}")
+    for claim, cr in res.claims:
+        out.compared += 1
+        nums = "; ".join(f"{k} = {v:.4g}" for k, v in cr.numbers.items())
+        if cr.verdict == "holds":
+            out.passed.append(f"claim {claim.name} holds ({nums})")
+        elif cr.verdict == "fails":
+            out.problems.append(f"claim {claim.name} fails: {claim.expr} ({nums})")
+        else:
+            out.problems.append(f"claim {claim.name} pending: {cr.reason}")
+    return out
+
+
+def check_suite(store: Any, suite: Suite, select: str | None = None) -> CheckResult:
+    """Compare a suite's results with its published values and claims (bench check)."""
+    return check_results(build_tables(store, [suite], select)[0])
+
+
+def timed(fn, *args, **kw) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0

@@ -1,0 +1,167 @@
+"""Error curves in the style of He et al. 2016, Fig. 6, and α / τ trajectories.
+
+Test error bold, training error dashed, one colour per cell (depth), one panel per model family
+(plain, residual, τ, ReZero, pre-activation, no BN, ...), side by side. The x-axis is iterations
+for iteration-scheduled suites (the cumulative ``iterations`` metric) and epochs otherwise.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, ever: reports are written on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmark.report.aggregate import SuiteResults  # noqa: E402
+
+_SCALE_NAMES = {"tau": "τ-scaled", "rezero": "ReZero", "tanh_rezero": "tanh-ReZero"}
+
+
+@dataclass
+class Figure:
+    name: str  # e.g. "errors", "alpha"
+    title: str
+    png: Path
+    svg: Path
+    png_bytes: bytes
+
+
+def panel_of(spec) -> str:
+    """The family a cell is drawn with: plain vs residual, and the variant knobs except depth."""
+    m = spec.model
+    parts = ["plain" if m.shortcut == "none" else "residual"]
+    if m.residual_scale != "none":
+        parts.append(_SCALE_NAMES.get(m.residual_scale, m.residual_scale))
+    if m.order == "pre":
+        parts.append("pre-activation")
+    if m.norm == "none":
+        parts.append("no BN")
+    if spec.data.dataset != "cifar10":
+        parts.append(spec.data.dataset.upper().replace("CIFAR", "CIFAR-"))
+    return ", ".join(parts)
+
+
+def _x_axis(res: SuiteResults) -> str:
+    units = {j.spec.schedule.unit for j in res.suite.jobs}
+    return "iterations" if units == {"iteration"} else "epoch"
+
+
+def cell_curves(res: SuiteResults, names: list[str] | None = None) -> pd.DataFrame:
+    """Mean over seeds per (label, epoch, name), with the x value as column ``x``."""
+    m = res.metrics
+    if m.empty:
+        return pd.DataFrame(columns=["label", "epoch", "name", "value", "x"])
+    lab = res.jobs.dropna(subset=["job_id"]).set_index("job_id")["label"]
+    m = m.assign(label=m["job_id"].map(lab))
+    xname = _x_axis(res)
+    keep = m["name"].isin(names) if names is not None else m["name"].str.startswith("alpha.") | (m["name"] == "tau")
+    if xname == "iterations":
+        keep |= m["name"] == "iterations"
+    c = m[keep].groupby(["label", "epoch", "name"], sort=False)["value"].mean().reset_index()
+    if xname == "iterations":
+        it = c[c["name"] == "iterations"].set_index(["label", "epoch"])["value"]
+        c = c[c["name"] != "iterations"]
+        x = pd.Series(list(zip(c["label"], c["epoch"])), index=c.index).map(it)
+        c = c.assign(x=x.fillna(c["epoch"]).to_numpy())
+    else:
+        c = c.assign(x=c["epoch"].astype(float))
+    return c
+
+
+def _save(fig, out_dir: Path, stem: str, name: str, title: str) -> Figure:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{stem}-{name}.png", out_dir / f"{stem}-{name}.svg"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    png.write_bytes(buf.getvalue())
+    fig.savefig(svg, format="svg")
+    plt.close(fig)
+    return Figure(name, title, png, svg, buf.getvalue())
+
+
+def _grid(n: int):
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def error_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
+    curves = cell_curves(res, ["test_error", "train_error"])
+    if curves.empty:
+        return None
+    first_spec = {}
+    for j in res.suite.jobs:
+        first_spec.setdefault(j.label, j.spec)
+    panels: dict[str, list[str]] = {}
+    for label in res.suite.labels:
+        if label in set(curves["label"]):
+            panels.setdefault(panel_of(first_spec[label]), []).append(label)
+    # Plain nets first, as in Fig. 6.
+    order = sorted(panels, key=lambda p: (not p.startswith("plain"), list(panels).index(p)))
+    fig, axes = _grid(len(order))
+    xname = _x_axis(res)
+    by_label = dict(tuple(curves.groupby("label", sort=False)))
+    for ax, panel in zip(axes, order):
+        labels = panels[panel]
+        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(labels), 2)))
+        tops = []
+        for colour, label in zip(colours, labels):
+            c = by_label[label]
+            for metric, style, width in (("train_error", "--", 1.0), ("test_error", "-", 2.2)):
+                s = c[c["name"] == metric].sort_values("x")
+                if s.empty:
+                    continue
+                ax.plot(s["x"], s["value"], style, color=colour, linewidth=width,
+                        label=label if metric == "test_error" else None)
+                tail = s["value"].iloc[len(s) // 10:].dropna()
+                if len(tail):
+                    tops.append(float(np.percentile(tail, 95)))
+        top = min(100.0, max(20.0, 1.15 * max(tops))) if tops else 100.0
+        ax.set_ylim(0, top)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
+        ax.set_ylabel("error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{res.suite.name}: test error (bold), training error (dashed)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_dir, stem, "errors", "Error curves: test error bold, training error dashed")
+
+
+def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
+    """α (ReZero) or τ trajectories, one panel per cell that records them."""
+    curves = cell_curves(res, None)
+    if curves.empty:
+        return None
+    labels = [lab for lab in res.suite.labels if lab in set(curves["label"])]
+    fig, axes = _grid(len(labels))
+    for ax, label in zip(axes, labels):
+        c = curves[curves["label"] == label]
+        names = list(dict.fromkeys(c["name"]))
+        colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(names), 2)))
+        for colour, name in zip(colours, names):
+            s = c[c["name"] == name].sort_values("x")
+            ax.plot(s["x"], s["value"], color=colour, linewidth=1.2, label=name)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("iterations" if _x_axis(res) == "iterations" else "epochs")
+        ax.set_ylabel("α / τ")
+        ax.grid(alpha=0.3)
+        if len(names) <= 10:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"{res.suite.name}: residual scale trajectories", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_dir, stem, "scales", "α / τ trajectories")
+
+
+def suite_figures(res: SuiteResults, out_dir: Path) -> list[Figure]:
+    figs = [error_figure(res, out_dir, res.suite.name), scale_figure(res, out_dir, res.suite.name)]
+    return [f for f in figs if f is not None]

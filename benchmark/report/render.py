@@ -1,0 +1,263 @@
+"""Renderers: markdown, one self-contained HTML file, csv, LaTeX (booktabs) and json.
+
+Every string that comes from a suite file (title, labels, notes, sources, claim text) is escaped
+for the target format: a title like ``<script>`` or ``a | b`` must print as itself.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
+from benchmark.report.curves import Figure
+
+FORMATS = ("markdown", "html", "csv", "latex", "json")
+EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
+
+TABLE_HEADER = ("cell", "measured (mean ± std, n)", "best", "published", "diff", "tol", "verdict", "protocol")
+VERDICT_MARK = {"ok": "✓ ok", "out": "✗ out", "pending": "… pending", "": "—"}
+CLAIM_MARK = {"holds": "✓ holds", "fails": "✗ fails", "pending": "… pending"}
+
+
+def safe_stem(name: str) -> str:
+    """A file-name-safe version of a suite name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "suite"
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain-text cells shared by markdown, html and latex (escaped by each renderer afterwards)
+
+
+def _num(v: Any, digits: int = 2, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and math.isinf(v):
+        return "never" if v > 0 else "-inf"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def measured_text(row: dict[str, Any], pm: str = "±") -> str:
+    if row["state"] != "done":
+        return row["state_text"]  # never a number for an unfinished or broken cell
+    if row["mean"] is None:
+        return f"no {row['metric']}"
+    std = f" {pm} {_num(row['std'])}" if row["std"] is not None else ""
+    return f"{_num(row['mean'])}{std} (n={row['n']})"
+
+
+def row_cells(row: dict[str, Any], pm: str = "±") -> list[str]:
+    label = row["label"] if row["metric"] == "test_error" else f"{row['label']} [{row['metric']}]"
+    best = _num(row["best"]) if row["state"] == "done" and (row["n"] or 0) > 1 else ""
+    return [
+        label,
+        measured_text(row, pm),
+        best,
+        row["published_text"] or "",
+        _num(row["diff"], sign=True) if row["diff"] is not None else "",
+        _num(row["tolerance"]) if row["tolerance"] is not None else "",
+        VERDICT_MARK.get(row["verdict"] or "", row["verdict"]),
+        row["protocol"] or "",
+    ]
+
+
+def _numbers_text(numbers: dict[str, float], reason: str = "") -> str:
+    text = "; ".join(f"{k} = {_num(v)}" for k, v in numbers.items())
+    return "; ".join(x for x in (reason and f"waiting for {reason}", text) if x)
+
+
+def _rows(res: SuiteResults) -> list[dict[str, Any]]:
+    return res.records
+
+
+def _select_line(res: SuiteResults) -> str:
+    return f"Reported epoch: {SELECT_TEXT[res.select]}."
+
+
+def _sources(res: SuiteResults) -> list[str]:
+    out = []
+    for r in _rows(res):
+        if r["source"] or r["note"]:
+            out.append(f"{r['label']}: {' — '.join(x for x in (r['source'], r['note']) if x)}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+
+
+def md_escape(text: Any) -> str:
+    """Escape for a markdown table cell or inline text: no raw HTML, no broken pipes."""
+    s = " ".join(str(text).split())  # newlines would end a table row
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> str:
+    s = res.suite
+    parts = [f"# {md_escape(s.title or s.name)}", ""]
+    meta = [("suite", s.name), ("source", s.source), ("protocol", s.protocol)]
+    parts += [f"- **{k}**: {md_escape(v)}" for k, v in meta if v]
+    parts += [f"- **tolerance**: ±{s.tolerance:g} (unless a published value sets its own)",
+              f"- **{md_escape(_select_line(res))}**", ""]
+    if s.description:
+        parts += [md_escape(s.description), ""]
+    parts += ["## Comparison", "", _md_table(TABLE_HEADER, [row_cells(r) for r in _rows(res)]), ""]
+    srcs = _sources(res)
+    if srcs:
+        parts += ["Sources:", ""] + [f"- {md_escape(x)}" for x in srcs] + [""]
+    if res.claims:
+        parts += ["## Claims", ""]
+        rows = [[c.name, c.text, CLAIM_MARK[r.verdict], _numbers_text(r.numbers, r.reason)] for c, r in res.claims]
+        parts += [_md_table(("claim", "statement", "verdict", "numbers"), rows), ""]
+    if figures:
+        parts += ["## Curves", ""]
+        for f in figures:
+            rel = f.png.relative_to(out_dir).as_posix() if f.png.is_relative_to(out_dir) else f.png.as_posix()
+            svg = f.svg.relative_to(out_dir).as_posix() if f.svg.is_relative_to(out_dir) else f.svg.as_posix()
+            parts += [f"![{md_escape(f.title)}]({rel})", "", f"[{md_escape(f.title)} (SVG)]({svg})", ""]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML: one self-contained file (figures as base64 PNG)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.ok td.verdict,td.holds{color:#070} tr.out td.verdict,td.fails{color:#b00}
+tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
+img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def render_html(res: SuiteResults, figures: list[Figure]) -> str:
+    s = res.suite
+    title = s.title or s.name
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>", "<ul>"]
+    for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
+        if v:
+            out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
+    out += [f"<li><b>tolerance</b>: ±{s.tolerance:g} (unless a published value sets its own)</li>",
+            f"<li><b>{_h(_select_line(res))}</b></li>", "</ul>"]
+    if s.description:
+        out.append(f"<p>{_h(s.description)}</p>")
+    out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
+    out += [f"<th>{_h(h)}</th>" for h in TABLE_HEADER] + ["</tr></thead><tbody>"]
+    numeric = {1, 2, 4, 5}
+    for r in _rows(res):
+        cells = row_cells(r)
+        tds = []
+        for i, c in enumerate(cells):
+            cls = "num" if i in numeric else "verdict" if i == 6 else "proto" if i == 7 else ""
+            title_attr = f' title="{_h(r["source"])}"' if i == 3 and r["source"] else ""
+            tds.append(f'<td class="{cls}"{title_attr}>{_h(c)}</td>')
+        out.append(f'<tr class="{_h(r["verdict"] or r["state"])}">' + "".join(tds) + "</tr>")
+    out.append("</tbody></table>")
+    srcs = _sources(res)
+    if srcs:
+        out += ["<p>Sources:</p><ul>"] + [f"<li>{_h(x)}</li>" for x in srcs] + ["</ul>"]
+    if res.claims:
+        out += ['<h2>Claims</h2>', '<table id="claims"><thead><tr><th>claim</th><th>statement</th>'
+                "<th>verdict</th><th>numbers</th></tr></thead><tbody>"]
+        for c, r in res.claims:
+            out.append(f"<tr><td>{_h(c.name)}</td><td>{_h(c.text)}<br><code>{_h(c.expr)}</code></td>"
+                       f'<td class="{r.verdict}">{_h(CLAIM_MARK[r.verdict])}</td>'
+                       f"<td>{_h(_numbers_text(r.numbers, r.reason))}</td></tr>")
+        out.append("</tbody></table>")
+    if figures:
+        out.append("<h2>Curves</h2>")
+        for f in figures:
+            b64 = base64.b64encode(f.png_bytes).decode()
+            out.append(f'<figure><img class="curve" alt="{_h(f.title)}" src="data:image/png;base64,{b64}">'
+                       f"<figcaption>{_h(f.title)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# csv, json: machine-readable, the table's fields
+
+
+def render_csv(res: SuiteResults) -> str:
+    return res.rows.to_csv(index=False)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def render_json(res: SuiteResults) -> str:
+    s = res.suite
+    doc = {
+        "suite": s.name, "title": s.title, "source": s.source, "protocol": s.protocol,
+        "tolerance": s.tolerance, "select": res.select,
+        "rows": [{k: _clean(v) for k, v in r.items()} for r in _rows(res)],
+        "claims": [
+            {"name": c.name, "text": c.text, "expr": c.expr, "source": c.source, "verdict": r.verdict,
+             "numbers": {k: _clean(v) for k, v in r.numbers.items()}, "reason": r.reason}
+            for c, r in res.claims
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# LaTeX (booktabs)
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+_TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX))
+
+
+def tex_escape(text: Any) -> str:
+    s = _TEX_RE.sub(lambda m: _TEX[m.group()], " ".join(str(text).split()))
+    return s.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("✓", "").replace("✗", "").replace("…", "")
+
+
+def render_latex(res: SuiteResults) -> str:
+    s = res.suite
+    head = ["cell", "measured", "best", "published", "diff", "tol", "verdict"]
+    lines = [
+        f"% {tex_escape(s.title or s.name)} -- generated by bench report; needs \\usepackage{{booktabs}}",
+        f"% {tex_escape(_select_line(res))}",
+        r"\begin{tabular}{lrrlrrl}", r"\toprule",
+        " & ".join(head) + r" \\", r"\midrule",
+    ]
+    for r in _rows(res):
+        cells = row_cells(r)[:7]
+        lines.append(" & ".join(tex_escape(c).strip() for c in cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if res.claims:
+        lines += ["", r"\begin{tabular}{lll}", r"\toprule", r"claim & verdict & numbers \\", r"\midrule"]
+        for c, r in res.claims:
+            lines.append(f"{tex_escape(c.name)} & {r.verdict} & {tex_escape(_numbers_text(r.numbers, r.reason))} \\\\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    "csv": render_csv, "json": render_json, "latex": render_latex,
+}

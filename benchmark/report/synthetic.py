@@ -1,0 +1,99 @@
+"""Made-up suites and learning curves, for the reporter's tests and ``benchmarks/report_speed.py``.
+
+The curves look like CIFAR training (error falls, steps down at the milestones, deeper plain nets
+end higher) so that figures are worth looking at, but they are not results of anything.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from benchmark.config import JobSpec, ModelConfig, ScheduleConfig
+from benchmark.suite_types import Claim, Job, Published, Suite
+
+
+def make_suite(
+    name: str = "toy",
+    depths: Iterable[int] = (20, 56),
+    seeds: Iterable[int] = (0, 1, 2),
+    epochs: int = 10,
+    published: Iterable[Published] = (),
+    claims: Iterable[Claim] = (),
+    tolerance: float = 1.0,
+    select: str = "final",
+    val_size: int = 0,
+    title: str = "",
+    families: Iterable[str] = ("plain", "resnet"),
+) -> Suite:
+    """A suite of plain-/resnet-<depth> cells, epoch-scheduled, on synthetic data."""
+    base = JobSpec(schedule=ScheduleConfig(unit="epoch", length=epochs, milestones=(epochs // 2,)))
+    base = replace(base, data=replace(base.data, dataset="synthetic", val_size=val_size))
+    jobs = []
+    for fam in families:
+        for d in depths:
+            model = ModelConfig(depth=d, shortcut="none" if fam == "plain" else "A",
+                                residual_scale="rezero" if fam == "rezero" else "none")
+            for s in seeds:
+                jobs.append(Job(label=f"{fam}-{d}", spec=replace(base, model=model, seed=s)))
+    return Suite(name=name, path=f"{name}.toml", title=title or f"Toy suite {name}", tolerance=tolerance,
+                 select=select, jobs=tuple(jobs), published=tuple(published), claims=tuple(claims),
+                 protocol="synthetic data, made-up curves", source="tests")
+
+
+def fake_curves(label: str, seed: int, epochs: int, with_val: bool = False, with_alpha: bool = False,
+                iterations_per_epoch: int = 391) -> dict[str, np.ndarray]:
+    """Per-epoch metric arrays (errors in percent) for one job."""
+    rng = np.random.default_rng(zlib.crc32(f"{label}/{seed}".encode()))
+    fam, _, depth = label.partition("-")
+    depth = int(depth) if depth.isdigit() else 20
+    # Plain nets get worse with depth (degradation), residual nets better.
+    floor = 8.0 + (depth / 20.0 if fam == "plain" else -depth / 100.0)
+    t = np.arange(1, epochs + 1, dtype=float)
+    drop = np.where(t > epochs // 2, 0.6, 1.0)
+    test = floor + 60.0 * np.exp(-t / max(epochs / 6, 1)) * drop + rng.normal(0, 0.3, epochs)
+    train = test - 4.0 - rng.normal(0, 0.3, epochs)
+    out = {
+        "test_error": test,
+        "train_error": np.clip(train, 0, None),
+        "test_loss": test / 30.0,
+        "train_loss": train / 30.0,
+        "lr": np.where(t > epochs // 2, 0.01, 0.1),
+        "seconds": np.full(epochs, 10.0),
+        "images_per_second": np.full(epochs, 5000.0),
+        "iterations": t * iterations_per_epoch,
+    }
+    if with_val:
+        out["val_error"] = test + rng.normal(0, 0.5, epochs)
+    if with_alpha:
+        for b in range(3):
+            out[f"alpha.stage1.block{b}"] = 0.3 * (1 - np.exp(-t / 3)) * (b + 1)
+    return out
+
+
+def fake_metrics(suite: Suite, job_ids: dict[str, object] | None = None, epochs: int | None = None,
+                 names: Iterable[str] | None = None, **kw) -> pd.DataFrame:
+    """Long-form metrics for every job of ``suite`` (job_id = job key unless mapped)."""
+    frames = []
+    for j in suite.jobs:
+        n = epochs or j.spec.schedule.length
+        curves = fake_curves(j.label, j.seed, n, **kw)
+        jid = (job_ids or {}).get(j.key, j.key)
+        for name, v in curves.items():
+            if names is not None and name not in names:
+                continue
+            frames.append(pd.DataFrame({"job_id": jid, "suite": suite.name, "key": j.key, "label": j.label,
+                                        "seed": j.seed, "epoch": np.arange(1, n + 1), "name": name, "value": v}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fake_jobs(suite: Suite, state: str = "done") -> pd.DataFrame:
+    """A jobs frame as the store returns it, every job in ``state``."""
+    return pd.DataFrame({
+        "job_id": [j.key for j in suite.jobs], "suite": suite.name, "key": [j.key for j in suite.jobs],
+        "label": [j.label for j in suite.jobs], "seed": [j.seed for j in suite.jobs], "state": state,
+        "attempts": 1, "epochs_done": [j.spec.schedule.length for j in suite.jobs], "error": None,
+    })
