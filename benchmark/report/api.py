@@ -15,10 +15,6 @@ from benchmark.report.aggregate import ReportError, SuiteResults, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
 from benchmark.suite_types import Suite
 
-# Metrics the tables and error curves read; alpha.* / tau are fetched separately (they may be many).
-TABLE_METRICS = ("train_error", "test_error", "val_error", "iterations")
-
-
 def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     """SUITE arguments: a path to a .toml file, or the name of a suite registered in the database.
     No arguments: every suite in the database, in registration order."""
@@ -47,17 +43,17 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
 
 
 def _frames(store: Any, suite: Suite) -> tuple[pd.DataFrame, pd.DataFrame]:
-    jobs = store.jobs_frame([suite.name])
     keys = {j.key for j in suite.jobs}
-    if jobs.empty or not jobs["key"].isin(keys).any():
-        # A suite file run under another name (or renamed): match its jobs by key alone.
-        alljobs = store.jobs_frame(None)
-        jobs = alljobs[alljobs["key"].isin(keys)] if not alljobs.empty else alljobs
+    jobs = store.jobs_frame([suite.name])
+    by_suite = not jobs.empty and jobs["key"].isin(keys).any()
+    if not by_suite:
+        # A suite file not registered under its name (or renamed): match its jobs by key alone.
+        jobs = store.jobs_frame(None)
     jobs = jobs[jobs["key"].isin(keys)] if not jobs.empty else jobs
-    ids = jobs["job_id"].tolist() if not jobs.empty else []
-    if not ids:
+    if jobs.empty:
         return jobs, pd.DataFrame(columns=["job_id", "epoch", "name", "value"])
-    metrics = store.metrics_frame(job_ids=ids)
+    # One query per suite; the IN list of job ids only when the jobs live under another name.
+    metrics = store.metrics_frame([suite.name]) if by_suite else store.metrics_frame(job_ids=jobs["job_id"].tolist())
     return jobs, metrics
 
 
