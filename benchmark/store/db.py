@@ -128,7 +128,7 @@ def describe(error: BaseException, url: str) -> str:
     low = msg.lower()
     path = sqlite_path(url) if url.startswith("sqlite") else None
     if "locked" in low or "busy" in low:
-        return (f"database at {shown} stayed locked for more than {BUSY_TIMEOUT_S:g} s ({msg}). "
+        return (f"database at {shown} is locked ({msg}; waited up to {BUSY_TIMEOUT_S:g} s). "
                 "Another process holds a long write transaction: look for a hung `bench` process; "
                 "for many workers or several machines use PostgreSQL (--db postgresql://...).")
     if "not a database" in low or "malformed" in low or "disk image" in low:

@@ -3,8 +3,8 @@
 Job life cycle (``jobs.state``)::
 
     queued --claim_job--> running --finish--> done | diverged | failed
-                            |  \--release (Ctrl-C; attempt not counted)--> queued
-                            \----requeue_stale / fail_attempt--> queued, or failed after
+                            +--release (Ctrl-C; attempt not counted)--> queued
+                            +--requeue_stale / fail_attempt--> queued, or failed after
                                  max_attempts ("gave up after N attempts; last error: ...")
     failed | diverged --reset_jobs--> queued
 
