@@ -26,9 +26,7 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     for name in names:
         p = Path(name)
         if name.endswith(".toml") or p.exists():
-            if not p.is_file():
-                raise SuiteError(f"{name}: no such suite file")
-            out.append(load_suite(p))
+            out.append(load_suite(p))  # a missing file is a SuiteError naming it
             continue
         registered = {s["name"]: s for s in store.suites()}
         if name not in registered:
@@ -37,7 +35,7 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
             close = difflib.get_close_matches(name, list(registered), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(registered) or "none registered"
-            raise SuiteError(f"{name}: not a suite file and not a suite in the database{hint}; known: {known}")
+            raise SuiteError(name, [f"not a suite file and not a suite in the database{hint}; known: {known}"])
         out.append(parse_suite(store.suite_text(name), registered[name].get("path") or name))
     return out
 
