@@ -30,7 +30,7 @@ def get_preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         close = difflib.get_close_matches(name, PRESETS, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; known: {', '.join(PRESETS)}"
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(PRESETS)}"
         raise KeyError(f"unknown model {name!r}{hint}") from None
 
 
