@@ -1,6 +1,7 @@
 """benchmark.models: parameter counts against the papers, every preset, every knob."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import replace
 
@@ -204,6 +205,11 @@ def test_shared_learnable_tau_gradient_is_averaged_over_blocks() -> None:
     assert torch.allclose(averaged, model.tau.grad / L)
     assert averaged.abs().item() > 0
     assert residual_scales(model) == {"tau": pytest.approx(0.3)}
+    # No hook to lose: a deep copy (EMA, checkpoint tooling) averages the same way.
+    twin = copy.deepcopy(model)
+    twin.zero_grad()
+    twin(x).square().mean().backward()
+    assert torch.allclose(twin.tau.grad, averaged)
 
 
 @pytest.mark.parametrize("scale", ["rezero", "tanh_rezero"])
