@@ -101,8 +101,9 @@ def error_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     for j in res.suite.jobs:
         first_spec.setdefault(j.label, j.spec)
     panels: dict[str, list[str]] = {}
+    present = set(curves["label"].unique())
     for label in res.suite.labels:
-        if label in set(curves["label"]):
+        if label in present:
             panels.setdefault(panel_of(first_spec[label]), []).append(label)
     # Plain nets first, as in Fig. 6.
     order = sorted(panels, key=lambda p: (not p.startswith("plain"), list(panels).index(p)))
@@ -141,7 +142,8 @@ def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     curves = cell_curves(res, None)
     if curves.empty:
         return None
-    labels = [lab for lab in res.suite.labels if lab in set(curves["label"])]
+    present = set(curves["label"].unique())
+    labels = [lab for lab in res.suite.labels if lab in present]
     fig, axes = _grid(len(labels))
     for ax, label in zip(axes, labels):
         c = curves[curves["label"] == label]

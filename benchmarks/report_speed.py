@@ -1,0 +1,159 @@
+"""How long does `bench report` take over a full database? Target: under 5 s on 2 CPU cores.
+
+Fills a temporary SQLite database with 1,000 jobs x 200 epochs x 8 metrics (5 suites of 2 model
+families x 20 depths x 5 seeds; 1.6 M metric rows), then times
+  1. the phases in-process (load frames, aggregate + claims, render tables, draw figures), and
+  2. `report` end to end in a fresh Python process (imports included), markdown + html + json.
+
+    .venv/bin/python benchmarks/report_speed.py [--jobs-per-suite 200] [--epochs 200] [--keep DIR]
+
+Jobs are registered through the Store API; the 1.6 M metric rows are bulk-inserted with sqlite3
+(record_epoch would need 200,000 transactions, which measures the store, not the reporter).
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark.report.api import build_tables, resolve_suites, write_reports  # noqa: E402
+from benchmark.report.synthetic import fake_curves  # noqa: E402
+from benchmark.store import Store  # noqa: E402
+from benchmark.suite import parse_suite  # noqa: E402
+
+METRICS = ("train_loss", "train_error", "test_loss", "test_error", "lr", "seconds", "images_per_second",
+           "iterations")
+
+SUITE = """
+[suite]
+name = "speed{i}"
+title = "Speed suite {i}"
+source = "benchmarks/report_speed.py"
+protocol = "made-up curves"
+tolerance = 1.0
+seeds = [{seeds}]
+
+[defaults.data]
+dataset = "synthetic"
+
+[defaults.schedule]
+unit = "epoch"
+length = {epochs}
+milestones = [{half}]
+
+[[entry]]
+label = "plain-{{depth}}"
+model = {{ shortcut = "none" }}
+grid = {{ model.depth = [{depths}] }}
+
+[[entry]]
+label = "resnet-{{depth}}"
+model = {{ shortcut = "A" }}
+grid = {{ model.depth = [{depths}] }}
+
+[[published]]
+label = "resnet-20"
+value = 8.75
+kind = "single"
+source = "He et al. 2016, Table 6"
+
+[[published]]
+label = "plain-56"
+value = 13.5
+kind = "chart_reading"
+approx = true
+source = "a-martyn/resnet README, reading of Fig. 6"
+
+[[claim]]
+name = "degradation"
+text = "plain-56 ends with higher training error than plain-20 (He 2016, Fig. 6)"
+expr = 'final("plain-56", "train_error") > final("plain-20", "train_error")'
+
+[[claim]]
+name = "depth-helps"
+text = "resnet-56 beats resnet-20"
+expr = 'final("resnet-56") < final("resnet-20")'
+"""
+
+
+def fill(db_path: Path, suites: int, depths: int, seeds: int, epochs: int) -> int:
+    url = f"sqlite:///{db_path}"
+    depth_list = ", ".join(str(6 * n + 2) for n in range(1, depths + 1))
+    with Store(url) as store:
+        for i in range(suites):
+            text = SUITE.format(i=i, seeds=", ".join(map(str, range(seeds))), epochs=epochs, half=epochs // 2,
+                                depths=depth_list)
+            store.register_suite(parse_suite(text, f"speed{i}.toml"))
+        jobs = store.jobs_frame(None)
+    con = sqlite3.connect(db_path)
+    with con:
+        rows = []
+        for r in jobs.itertuples():
+            curves = fake_curves(r.label, r.seed, epochs)
+            for name in METRICS:
+                rows.extend(zip([r.job_id] * epochs, range(1, epochs + 1), [name] * epochs, curves[name].tolist()))
+        con.executemany("INSERT INTO metrics (job_id, epoch, name, value) VALUES (?, ?, ?, ?)", rows)
+        con.execute("UPDATE jobs SET state = 'done', epochs_done = ?, attempts = 1", (epochs,))
+    con.close()
+    return len(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suites", type=int, default=5)
+    ap.add_argument("--depths", type=int, default=20, help="depths per family (6n+2, n = 1..)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the database and reports here")
+    args = ap.parse_args()
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-report-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    db_path = work / "results.sqlite"
+    db_path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    n_rows = fill(db_path, args.suites, args.depths, args.seeds, args.epochs)
+    n_jobs = args.suites * 2 * args.depths * args.seeds
+    print(f"filled {db_path}: {n_jobs} jobs x {args.epochs} epochs x {len(METRICS)} metrics = "
+          f"{n_rows:,} rows in {time.perf_counter() - t0:.1f} s")
+
+    url = f"sqlite:///{db_path}"
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
+    store = Store(url)
+    suites = resolve_suites(store, [])
+    phases["open + parse suites"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = build_tables(store, suites)
+    phases["load frames + aggregate + claims"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_reports(results, work / "tables", ["markdown", "html", "csv", "latex", "json"], figures=False)
+    phases["render 5 formats (no figures)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_reports(results, work / "full", ["markdown", "html"], figures=True)
+    phases["markdown + html with figures"] = time.perf_counter() - t
+    store.close()
+    for k, v in phases.items():
+        print(f"  {k:36s} {v:6.2f} s")
+
+    cmd = [sys.executable, "-c", "from benchmark.report.cli import report; report()", "--db", url,
+           "--out", str(work / "cli"), "--format", "markdown", "--format", "html", "--format", "json"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"report failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    print(f"bench report (fresh process, {n_jobs} jobs, {args.suites} suites, markdown+html+json with figures): "
+          f"{wall:.2f} s wall  [target < 5 s]")
+    print(f"reports in {work}")
+
+
+if __name__ == "__main__":
+    main()
