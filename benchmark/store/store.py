@@ -27,6 +27,7 @@ import json
 import math
 import os
 import socket
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable, Mapping, Sequence
@@ -130,6 +131,10 @@ class Store:
         except BaseException:
             self._engine.dispose()
             raise
+        # A forked child (multiprocessing 'fork') must not reuse the parent's pooled connections:
+        # it drops them, without closing them under the parent, and opens its own.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (s := ref()) and s._engine.dispose(close=False))
 
     # -- plumbing ------------------------------------------------------------------------------
 
