@@ -350,3 +350,16 @@ def test_metrics_frame_is_fast(tmp_path):
         cpu = time.process_time() - t
     assert len(m) == 100 * 200 * 8 and m["value"].iloc[-1] == 100.2
     assert cpu < 1.5, f"metrics_frame took {cpu:.2f} s of CPU for 160k rows"
+
+
+def test_unreaped_killed_child_counts_as_dead():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not dead_local_worker(f"{socket.gethostname()}:{p.pid}")
+        p.kill()
+        time.sleep(0.3)  # killed, not yet reaped by us: a zombie
+        if os.path.exists(f"/proc/{p.pid}/stat"):
+            assert dead_local_worker(f"{socket.gethostname()}:{p.pid}")
+    finally:
+        p.kill()
+        p.wait()

@@ -29,6 +29,7 @@ import os
 import socket
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -88,7 +89,11 @@ def _pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return True  # cannot tell: let the heartbeat timeout decide
-    return True
+    try:  # Linux: a killed child its parent has not reaped yet is a zombie, not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:][:1] != "Z"
+    except (OSError, ValueError):
+        return True
 
 
 def dead_local_worker(worker: str | None, host: str | None = None) -> bool:
