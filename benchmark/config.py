@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, Literal
 
 # ----------------------------------------------------------------------------------------------
@@ -153,12 +154,12 @@ class JobSpec:
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property  # frozen, so computed once (cached_property writes __dict__ directly)
     def key(self) -> str:
         """Stable identity of the run: a hash of its canonical JSON."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
-    @property
+    @cached_property
     def cell_key(self) -> str:
         """Identity of the configuration without its seed: the rows of a comparison table."""
         return replace(self, seed=0).key

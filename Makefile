@@ -1,0 +1,32 @@
+# Set-up and the two things you run most. Every target creates .venv on first use.
+#   make smoke   train the smoke suite, then report on it (the main job)
+#   make test    run the tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DB     ?= sqlite:///db/results.sqlite
+
+.PHONY: smoke test check install clean
+
+$(BIN)/bench: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# Keep an installed torch (e.g. a CUDA build); otherwise take the pinned CPU wheel, so pip
+	# never resolves `torch>=2.1` to the newest CUDA build (several GB) on a CPU machine.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/bench
+
+install: $(BIN)/bench
+
+smoke: install
+	$(BIN)/bench run suites/smoke.toml --db $(DB)
+	$(BIN)/bench report smoke --db $(DB)
+
+check: install
+	$(BIN)/bench check suites/smoke.toml --db $(DB)
+
+test: install
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) db/results.sqlite* db/checkpoints reports/*.md reports/*.html reports/figures

@@ -1,0 +1,1 @@
+"""bench: a reproducibility benchmark for residual networks on CIFAR."""

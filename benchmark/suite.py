@@ -1,0 +1,469 @@
+"""Suite files: TOML -> defaults merged -> grid expanded -> validated jobs.
+
+A suite file has five kinds of tables (see suites/smoke.toml for a small complete example):
+
+    [suite]          name, title, description, source, protocol, tolerance, select, seeds
+    [defaults]       model / data / optim / schedule / runtime tables applied to every entry
+    [[entry]]        label template, overrides, an optional [entry.grid] and seeds
+    [[published]]    a published number for one label, with its kind and source
+    [[claim]]        a qualitative claim as a small expression (benchmark.report.claims)
+
+Merge order for one job, later wins: dataclass defaults < model preset (``model.preset``) <
+[defaults] < entry < grid point. Every key is checked against the dataclasses in
+``benchmark.config`` (their type hints are the schema), so a typo is an error that names the file,
+the key path, the bad value and what is allowed, never a silent default.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from benchmark.config import (
+    DataConfig,
+    JobSpec,
+    ModelConfig,
+    OptimConfig,
+    RuntimeConfig,
+    ScheduleConfig,
+)
+from benchmark.suite_types import Claim, Job, Published, Suite
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "runtime": RuntimeConfig,
+}
+TOP_LEVEL = ("suite", "defaults", "entry", "published", "claim")
+SUITE_KEYS = ("name", "title", "description", "source", "protocol", "tolerance", "select", "seeds")
+ENTRY_KEYS = ("label", "seeds", "grid", "note", *SECTIONS)
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+
+
+class SuiteError(ValueError):
+    """A suite file is wrong. The message names the file, each bad key path and what is allowed."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in suite file:\n{lines}")
+
+
+@dataclass
+class _Problems:
+    """Collects every problem in a file so the user fixes them all in one go."""
+
+    items: list[str]
+
+    def add(self, where: str, message: str) -> None:
+        self.items.append(f"{where}: {message}" if where else message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(str(path), ["file not found (suites live under suites/, e.g. suites/smoke.toml)"])
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(str(path), [f"cannot read file: {e}"])
+    return parse_suite(text, str(path))
+
+
+def parse_suite(text: str, path: str) -> Suite:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(path, [f"not valid TOML: {e}"])
+    problems = _Problems([])
+    suite = _parse(doc, path, text, problems)
+    if problems.items:
+        raise SuiteError(path, problems.items)
+    assert suite is not None
+    return suite
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _parse(doc: dict[str, Any], path: str, text: str, problems: _Problems) -> Suite | None:
+    _check_keys(doc, TOP_LEVEL, "", problems)
+    head = doc.get("suite")
+    if not isinstance(head, dict):
+        problems.add("suite", "missing [suite] table (it needs at least name = \"...\")")
+        return None
+    _check_keys(head, SUITE_KEYS, "suite", problems)
+    name = head.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        problems.add("suite.name", f"{name!r} is not allowed; use letters, digits, '_', '-' or '.'")
+        name = Path(path).stem
+    select = head.get("select", "final")
+    if select not in ("final", "best_val", "best_test"):
+        problems.add("suite.select", f"{select!r} is not allowed; expected one of 'final', 'best_val', 'best_test'")
+    tolerance = head.get("tolerance", 1.0)
+    if not _is_number(tolerance) or tolerance < 0:
+        problems.add("suite.tolerance", f"{tolerance!r} is not allowed; expected a non-negative number")
+    default_seeds = _seeds(head.get("seeds", [0]), "suite.seeds", problems)
+
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        problems.add("defaults", "must be a table")
+        defaults = {}
+    _check_keys(defaults, tuple(SECTIONS), "defaults", problems)
+
+    entries = doc.get("entry", [])
+    if not isinstance(entries, list) or not entries:
+        problems.add("entry", "no [[entry]] tables: a suite needs at least one entry to run")
+        entries = []
+
+    jobs: list[Job] = []
+    keys: set[str] = set()
+    cells: dict[str, tuple[str, str]] = {}  # label -> (cell key, where it came from)
+    for i, entry in enumerate(entries):
+        where = f"entry[{i}]"
+        if not isinstance(entry, dict):
+            problems.add(where, "must be a table")
+            continue
+        for job in _expand_entry(entry, defaults, default_seeds, where, problems):
+            seen = cells.setdefault(job.label, (job.spec.cell_key, where))
+            if seen[0] != job.spec.cell_key:
+                problems.add(
+                    where,
+                    f"label {job.label!r} is also produced by {seen[1]} with a different configuration; "
+                    "make the label template name the field that differs, e.g. label = \"resnet-{depth}\"",
+                )
+            elif job.key not in keys:  # the same job from two entries is one job
+                keys.add(job.key)
+                jobs.append(job)
+
+    labels = list(cells)
+    published = tuple(_parse_published(doc.get("published", []), labels, problems))
+    claims = tuple(_parse_claims(doc.get("claim", []), labels, problems))
+    if problems.items:
+        return None
+    return Suite(
+        name=name,
+        path=path,
+        title=str(head.get("title", "")),
+        description=str(head.get("description", "")),
+        source=str(head.get("source", "")),
+        protocol=str(head.get("protocol", "")),
+        tolerance=float(tolerance),
+        select=select,
+        jobs=tuple(jobs),
+        published=published,
+        claims=claims,
+        text=text,
+    )
+
+
+def _expand_entry(
+    entry: dict[str, Any], defaults: dict[str, Any], default_seeds: list[int], where: str, problems: _Problems
+) -> list[Job]:
+    _check_keys(entry, ENTRY_KEYS, where, problems)
+    template = entry.get("label")
+    if not isinstance(template, str) or not template:
+        problems.add(f"{where}.label", "missing; give a label template such as \"plain-{depth}\"")
+        return []
+    seeds = _seeds(entry["seeds"], f"{where}.seeds", problems) if "seeds" in entry else default_seeds
+    grid = entry.get("grid", {})
+    if not isinstance(grid, dict):
+        problems.add(f"{where}.grid", "must be a table of key = [values]")
+        grid = {}
+    axes = _flatten(grid)
+    for key, values in axes.items():
+        if key.split(".")[0] not in SECTIONS or "." not in key:
+            _suggest(key.split(".")[0], list(SECTIONS), f"{where}.grid.{key}", problems, "a section")
+        if not isinstance(values, list) or not values:
+            problems.add(f"{where}.grid.{key}", f"{values!r} is not allowed; expected a non-empty list of values")
+    if any(not isinstance(v, list) or not v for v in axes.values()):
+        return []
+
+    jobs = []
+    for point in itertools.product(*axes.values()):
+        overrides = dict(zip(axes, point))
+        spec = _resolve_spec(defaults, entry, overrides, where, problems)
+        if spec is None:
+            return []  # the problem is the same for every grid point: report it once
+        label = _format_label(template, spec, f"{where}.label", problems)
+        if label is None:
+            return []
+        jobs.extend(Job(label=label, spec=replace(spec, seed=s)) for s in seeds)
+    return jobs
+
+
+def _resolve_spec(
+    defaults: dict[str, Any], entry: dict[str, Any], grid_point: dict[str, Any], where: str, problems: _Problems
+) -> JobSpec | None:
+    """Merge the layers for one grid point and build a validated JobSpec."""
+    before = len(problems.items)
+    layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    origin: dict[str, str] = {}  # key path -> where it was written, for error messages
+    for layer_where, layer in (("defaults", defaults), (where, entry)):
+        for section in SECTIONS:
+            table = layer.get(section, {})
+            if not isinstance(table, dict):
+                problems.add(f"{layer_where}.{section}", "must be a table")
+                continue
+            for k, v in table.items():
+                layers[section][k] = v
+                origin[f"{section}.{k}"] = f"{layer_where}.{section}.{k}"
+    for dotted, v in grid_point.items():
+        section, _, k = dotted.partition(".")
+        layers[section][k] = v
+        origin[dotted] = f"{where}.grid.{dotted}"
+
+    # A preset names a registered architecture (benchmark.models) as the starting point.
+    model_base = ModelConfig()
+    preset = layers["model"].pop("preset", None)
+    if preset is not None:
+        from benchmark.models import get_preset
+
+        try:
+            model_base = get_preset(preset)
+        except KeyError as e:
+            problems.add(origin["model.preset"], str(e.args[0]) if e.args else f"unknown preset {preset!r}")
+    # tau may be a rule such as "1/sqrt(L)": resolved once the architecture is known.
+    tau = layers["model"].pop("tau", None)
+
+    built = {}
+    for section, cls in SECTIONS.items():
+        base = model_base if section == "model" else cls()
+        built[section] = _build(cls, base, layers[section], section, origin, problems)
+    seed = 0
+    if len(problems.items) > before:
+        return None
+
+    model: ModelConfig = built["model"]
+    data: DataConfig = built["data"]
+    if "num_classes" not in layers["model"]:
+        model = replace(model, num_classes=NUM_CLASSES[data.dataset])
+    if tau is not None:
+        value = _resolve_tau(tau, model, origin.get("model.tau", where), problems)
+        if value is None:
+            return None
+        model = replace(model, tau=value)
+    spec = JobSpec(model=model, data=data, optim=built["optim"], schedule=built["schedule"],
+                   runtime=built["runtime"], seed=seed)
+    return _check_spec(spec, where, problems)
+
+
+def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | None:
+    """Cross-field rules: the model must build, and the schedule must make sense."""
+    from benchmark.models import ModelConfigError, validate
+
+    try:
+        validate(spec.model)
+    except ModelConfigError as e:
+        problems.add(f"{where}.model", str(e))
+        return None
+    s = spec.schedule
+    if s.length <= 0:
+        problems.add(f"{where}.schedule.length", f"{s.length} is not allowed; expected a positive number of {s.unit}s")
+    if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m > s.length for m in s.milestones):
+        problems.add(f"{where}.schedule.milestones",
+                     f"{list(s.milestones)} is not allowed; expected increasing {s.unit}s in 1..{s.length}")
+    if s.warmup in ("constant", "linear") and s.warmup_length <= 0:
+        problems.add(f"{where}.schedule.warmup_length", f"warmup = {s.warmup!r} needs warmup_length > 0 (iterations)")
+    d = spec.data
+    if d.normalize == "channel_mean_std" and (d.mean is None) != (d.std is None):
+        problems.add(f"{where}.data", "give both mean and std, or neither (then they are computed from the training set)")
+    for name in ("mean", "std"):
+        v = getattr(d, name)
+        if v is not None and len(v) != 3:
+            problems.add(f"{where}.data.{name}", f"{list(v)} is not allowed; expected 3 values (R, G, B) on the 0..1 scale")
+    if spec.optim.batch_size <= 0 or spec.optim.lr < 0:
+        problems.add(f"{where}.optim", "batch_size must be positive and lr non-negative")
+    return spec
+
+
+def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) -> float | None:
+    """A float, or "c/sqrt(L)" with L the number of residual blocks (tau-ResNet README)."""
+    if _is_number(tau):
+        return float(tau)
+    m = re.fullmatch(r"\s*([0-9.]*)\s*/\s*sqrt\(\s*L\s*\)\s*", str(tau))
+    if not m:
+        problems.add(where, f"{tau!r} is not allowed; expected a number or a rule like \"1/sqrt(L)\" or \"0.5/sqrt(L)\"")
+        return None
+    from benchmark.models import num_blocks
+
+    c = float(m.group(1) or 1.0)
+    return c / math.sqrt(num_blocks(model))
+
+
+def _build(cls: type, base: Any, values: dict[str, Any], section: str, origin: dict[str, str],
+           problems: _Problems) -> Any:
+    """Validate ``values`` against the dataclass ``cls`` and return ``base`` updated with them."""
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in fields(cls)]
+    updates = {}
+    for key, value in values.items():
+        where = origin.get(f"{section}.{key}", f"{section}.{key}")
+        if key not in hints:
+            _suggest(key, allowed + (["preset", "tau"] if section == "model" else []), where, problems,
+                     f"a {section} field")
+            continue
+        ok, converted, expected = _convert(value, hints[key])
+        if not ok:
+            problems.add(where, f"{value!r} is not allowed; expected {expected}")
+            continue
+        updates[key] = converted
+    return replace(base, **updates)
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """Check a TOML value against a type hint; return (ok, value as the dataclass wants it, what was expected)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        return value in args, value, "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        expected = []
+        for arg in args:
+            if arg is type(None):
+                continue  # TOML has no null: an Optional field is simply left out
+            ok, v, e = _convert(value, arg)
+            if ok:
+                return True, v, ""
+            expected.append(e)
+        return False, value, " or ".join(expected)
+    if origin is tuple:
+        item = args[0]
+        if not isinstance(value, list):
+            return False, value, f"a list of {_name(item)}"
+        out = []
+        for v in value:
+            ok, cv, _ = _convert(v, item)
+            if not ok:
+                return False, value, f"a list of {_name(item)}"
+            out.append(cv)
+        return True, tuple(out), ""
+    if hint is bool:
+        return isinstance(value, bool), value, "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if hint is float:
+        return _is_number(value), float(value) if _is_number(value) else value, "a number"
+    if hint is str:
+        return isinstance(value, str), value, "a string"
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in config.py, not in the suite
+
+
+def _name(hint: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, str(hint))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _format_label(template: str, spec: JobSpec, where: str, problems: _Problems) -> str | None:
+    """Labels name a cell: "plain-{depth}" or "{model.residual_scale}-{depth}"."""
+    values: dict[str, Any] = {}
+    for section in SECTIONS:
+        part = getattr(spec, section)
+        values[section] = part
+        for f in fields(part):
+            values.setdefault(f.name, getattr(part, f.name))
+    try:
+        return template.format_map(values)
+    except (KeyError, AttributeError, IndexError, ValueError) as e:
+        problems.add(where, f"cannot fill template {template!r}: unknown field {e}; use a config field such as {{depth}}")
+        return None
+
+
+def _parse_published(items: Any, labels: list[str], problems: _Problems) -> list[Published]:
+    out = []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        where = f"published[{i}]"
+        if not isinstance(item, dict):
+            problems.add(where, "must be a table")
+            continue
+        for required in ("label", "value", "source"):
+            if required not in item:
+                problems.add(f"{where}.{required}", "missing (every published number needs label, value and source)")
+        if "label" in item and item["label"] not in labels:
+            _suggest(item["label"], labels, f"{where}.label", problems, "a label of this suite")
+        p = _build(Published, Published(label="", value=0.0), item, "published",
+                   {f"published.{k}": f"{where}.{k}" for k in item}, problems)
+        out.append(p)
+    return out
+
+
+def _parse_claims(items: Any, labels: list[str], problems: _Problems) -> list[Claim]:
+    out = []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        where = f"claim[{i}]"
+        if not isinstance(item, dict):
+            problems.add(where, "must be a table")
+            continue
+        for required in ("name", "text", "expr"):
+            if required not in item:
+                problems.add(f"{where}.{required}", "missing (every claim needs name, text and expr)")
+        claim = _build(Claim, Claim(name="", text="", expr=""), item, "claim",
+                       {f"claim.{k}": f"{where}.{k}" for k in item}, problems)
+        if claim.expr:
+            _validate_claim(claim.expr, labels, f"{where}.expr", problems)
+        out.append(claim)
+    return out
+
+
+def _validate_claim(expr: str, labels: list[str], where: str, problems: _Problems) -> None:
+    try:
+        from benchmark.report.claims import ClaimError, validate_claim
+    except ImportError:  # the reporter is optional at parse time
+        return
+    try:
+        validate_claim(expr, labels)
+    except ClaimError as e:
+        problems.add(where, str(e))
+
+
+def _seeds(value: Any, where: str, problems: _Problems) -> list[int]:
+    """``seeds = 3`` means [0, 1, 2]; ``seeds = [0, 7]`` lists them."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            problems.add(where, f"{value!r} repeats a seed")
+        return list(dict.fromkeys(value))
+    problems.add(where, f"{value!r} is not allowed; expected a positive count or a list of integer seeds")
+    return [0]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, problems: _Problems) -> None:
+    for key in table:
+        if key not in allowed:
+            _suggest(key, list(allowed), f"{where}.{key}" if where else key, problems, "a key here")
+
+
+def _suggest(key: str, allowed: list[str], where: str, problems: _Problems, what: str) -> None:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    problems.add(where, f"{key!r} is not {what}{hint} (allowed: {', '.join(allowed)})")
