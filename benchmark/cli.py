@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -10,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmark.report.cli import check, report
-from benchmark.suite import SuiteError, load_suite
+from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
+from benchmark.suite import quick as quick_variant
 
 DB_HELP = "SQLAlchemy URL of the results database [default: sqlite:///db/results.sqlite]"
 console = Console(stderr=True)
@@ -89,28 +91,58 @@ def validate(suites: tuple[str, ...]) -> None:
 @click.option("--max-epochs", type=click.IntRange(min=1), default=None,
               help="train at most N epochs of each job in this call; jobs stay queued and resume later")
 @click.option("--checkpoint-dir", default="db/checkpoints", show_default=True, type=click.Path(file_okay=False))
+@click.option("--quick", is_flag=True,
+              help=f"plumbing check: every cell (first seed) for {QUICK_ITERATIONS} iterations on {QUICK_TRAIN_IMAGES} "
+                   "images, into a throw-away database unless --db is given")
+@click.option("--dry-run", is_flag=True, help="print the jobs this would run, and touch nothing")
 def run(suite_path: str, db: str | None, device: str, data_dir: str | None, max_epochs: int | None,
-        checkpoint_dir: str) -> None:
+        checkpoint_dir: str, quick: bool, dry_run: bool) -> None:
     """Register SUITE's jobs in the database and train those not done yet.
 
     Finished jobs are never rerun; a job interrupted by Ctrl-C or a crash resumes from its last
     checkpoint on the next run.
     """
+    suite = load_suite(suite_path)
+    if quick:
+        suite = quick_variant(suite)
+    if dry_run:
+        _print_jobs(suite)
+        return
+    if quick and db is None:
+        with tempfile.TemporaryDirectory(prefix="bench-quick-") as tmp:
+            _run(suite, f"sqlite:///{tmp}/quick.sqlite", device, data_dir, max_epochs, Path(tmp) / "checkpoints")
+            _print_status(_store(f"sqlite:///{tmp}/quick.sqlite").jobs_frame([suite.name]))
+        return
+    _run(suite, db, device, data_dir, max_epochs, Path(checkpoint_dir))
+
+
+def _run(suite, db: str | None, device: str, data_dir: str | None, max_epochs: int | None, checkpoint_dir: Path) -> None:
     from benchmark.runner.job import JobOptions
     from benchmark.runner.sequential import run_sequential
 
-    suite = load_suite(suite_path)
     store = _store(db)
     added, present = store.register_suite(suite)
     click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
-    options = JobOptions(device=_device(device), data_dir=data_dir, checkpoint_dir=Path(checkpoint_dir),
+    options = JobOptions(device=_device(device), data_dir=data_dir, checkpoint_dir=checkpoint_dir,
                          max_epochs=max_epochs)
     outcomes = run_sequential(store, [suite.name], options)
-    frame = store.jobs_frame([suite.name])
-    counts = frame.state.value_counts().to_dict()
+    counts = store.jobs_frame([suite.name]).state.value_counts().to_dict()
     click.echo("jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     if outcomes.get("released"):
         click.echo("some jobs were paused; run the same command again to continue them")
+
+
+def _print_jobs(suite) -> None:
+    table = Table("label", "seed", "key", "model", "data", "schedule", "batch", "lr",
+                  title=f"{suite.name}: {len(suite.jobs)} jobs (dry run: nothing registered or trained)")
+    for job in suite.jobs:
+        m, d, s, o = job.spec.model, job.spec.data, job.spec.schedule, job.spec.optim
+        scale = "" if m.residual_scale == "none" else f" {m.residual_scale}" + (f"={m.tau:.3g}" if m.tau else "")
+        model = f"{m.depth} {m.block} {m.order} {m.shortcut}{scale}" + (" no-BN" if m.norm == "none" else "")
+        warmup = "" if s.warmup == "none" else f" +warmup {s.warmup}"
+        table.add_row(job.label, str(job.seed), job.key, model, d.dataset,
+                      f"{s.length} {s.unit}s{warmup}", str(o.batch_size), f"{o.lr:g}")
+    Console().print(table)
 
 
 @main.command()
@@ -120,17 +152,24 @@ def run(suite_path: str, db: str | None, device: str, data_dir: str | None, max_
 def status(db: str | None, suites: tuple[str, ...], fmt: str) -> None:
     """List jobs with their state and epochs done."""
     frame = _store(db).jobs_frame(list(suites) or None)
-    columns = ["suite", "label", "seed", "state", "epochs_done", "attempts", "worker", "device", "key"]
     if fmt == "json":
-        click.echo(frame[columns + ["job_id", "error"]].to_json(orient="records", indent=2))
+        columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "attempts", "worker", "device",
+                   "key", "error"]
+        click.echo(frame[columns].to_json(orient="records", indent=2))
         return
     if frame.empty:
         click.echo("no jobs in the database; register some with `bench run SUITE`")
         return
-    table = Table(*columns[:-3], "device")
-    style = {"done": "green", "running": "cyan", "queued": "", "diverged": "yellow", "failed": "red"}
+    _print_status(frame)
+
+
+STATE_STYLE = {"done": "green", "running": "cyan", "queued": "", "diverged": "yellow", "failed": "red"}
+
+
+def _print_status(frame) -> None:
+    table = Table("suite", "label", "seed", "state", "epochs", "attempts", "worker", "device")
     for row in frame.itertuples():
-        table.add_row(row.suite, row.label, str(row.seed), f"[{style[row.state]}]{row.state}",
+        table.add_row(row.suite, row.label, str(row.seed), f"[{STATE_STYLE[row.state]}]{row.state}",
                       str(row.epochs_done), str(row.attempts), str(row.worker or ""), str(row.device or ""))
     Console().print(table)
     counts = frame.state.value_counts().to_dict()

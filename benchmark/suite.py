@@ -467,3 +467,38 @@ def _suggest(key: str, allowed: list[str], where: str, problems: _Problems, what
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     problems.add(where, f"{key!r} is not {what}{hint} (allowed: {', '.join(allowed)})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Quick variant: the same suite shrunk to a plumbing check
+
+
+QUICK_TRAIN_IMAGES = 256
+QUICK_TEST_IMAGES = 128
+QUICK_BATCH = 32
+QUICK_ITERATIONS = 4
+
+
+def quick(suite: Suite) -> Suite:
+    """Every cell of ``suite`` (first seed only) for a few iterations on a small subset.
+
+    Checks a suite end to end on a CPU in minutes before GPU hours are spent on it: every model is
+    built, the data is read with the suite's normalisation and augmentation, the schedule and its
+    warm-up run, metrics reach the database. Named ``<name>-quick`` so its jobs never mix with the
+    real ones in a shared database.
+    """
+    jobs, seen = [], set()
+    for job in suite.jobs:
+        if job.label in seen:
+            continue
+        seen.add(job.label)
+        s = job.spec
+        data = replace(s.data, train_size=min(QUICK_TRAIN_IMAGES, s.data.synthetic_train) if s.data.dataset == "synthetic"
+                       else QUICK_TRAIN_IMAGES, test_size=QUICK_TEST_IMAGES, val_size=min(s.data.val_size, 64))
+        if data.dataset == "synthetic":
+            data = replace(data, test_size=min(QUICK_TEST_IMAGES, s.data.synthetic_test))
+        schedule = replace(s.schedule, unit="iteration", length=QUICK_ITERATIONS, milestones=(QUICK_ITERATIONS - 1,),
+                           warmup_length=min(s.schedule.warmup_length, 1))
+        optim = replace(s.optim, batch_size=min(s.optim.batch_size, QUICK_BATCH))
+        jobs.append(Job(job.label, replace(s, data=data, schedule=schedule, optim=optim)))
+    return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs))
