@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from benchmark.report.claims import ClaimPending, ClaimResult, evaluate_claim
+from benchmark.report.claims import ClaimPending, ClaimResult, claim_metrics, evaluate_claim
 from benchmark.suite_types import Published, Suite
 
 # A cell shows the first of these states that any of its jobs is in: trouble first, then work
@@ -96,6 +96,36 @@ def values_at(metrics: pd.DataFrame, epochs: pd.Series) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------------------------
+# Which metrics the report reads
+
+
+def x_axis(suite: Suite) -> str:
+    """The curves' x-axis: "iterations" for iteration-scheduled suites (the cumulative
+    ``iterations`` metric), "epoch" otherwise."""
+    units = {j.spec.schedule.unit for j in suite.jobs}
+    return "iterations" if units == {"iteration"} else "epoch"
+
+
+def metrics_needed(suite: Suite, select: str, recorded: Iterable[str]) -> list[str]:
+    """The names, out of those ``recorded`` in the database, that the report of ``suite`` reads.
+
+    A run records ~8 metrics per epoch and the report reads 2 or 3 of them: loading only those
+    is most of what makes a report over 1,000 x 200-epoch jobs quick. Readers: the tables
+    (test_error, published metrics), the claims (their metric arguments), the epoch selection
+    (val_error / test_error), the error curves (test_error, train_error; iterations for the
+    x-axis) and the α / τ curves (alpha.*, tau)."""
+    want = {"test_error", "train_error"}
+    want |= {p.metric for p in suite.published}
+    for c in suite.claims:
+        want |= claim_metrics(c.expr)
+    if select in ("best_val", "best_test"):
+        want.add({"best_val": "val_error", "best_test": "test_error"}[select])
+    if x_axis(suite) == "iterations":
+        want.add("iterations")
+    return [n for n in recorded if n in want or n == "tau" or n.startswith("alpha.")]
+
+
+# ----------------------------------------------------------------------------------------------
 # Expected jobs and their states
 
 
@@ -166,7 +196,8 @@ def protocol_notes(suite: Suite) -> dict[str, str]:
     usual value (the most common one across cells; ties go to the first cell)."""
     first: dict[str, dict[str, Any]] = {}
     for j in suite.jobs:
-        first.setdefault(j.label, _flatten(j.spec.to_dict()))
+        if j.label not in first:  # not setdefault: flattening every seed's spec costs 0.1 s per 200 jobs
+            first[j.label] = _flatten(j.spec.to_dict())
     if len(first) < 2:
         return {label: "" for label in first}
     keys = [k for k in next(iter(first.values())) if k not in _NOT_PROTOCOL]
@@ -234,6 +265,14 @@ class SuiteResults:
     records: list[dict[str, Any]] = field(default_factory=list)  # the table rows, ROW_FIELDS each
     claims: list[tuple[Any, ClaimResult]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # label -> [(job_id, state)] in job order, built once: every table row and claim asks for
+        # a cell's jobs, and a pandas filter per ask cost more than the rest of summarize.
+        self._jobs_of: dict[str, list[tuple[Any, str]]] = {}
+        j = self.jobs
+        for label, job_id, state in zip(j["label"].tolist(), j["job_id"].tolist(), j["state"].tolist()):
+            self._jobs_of.setdefault(label, []).append((job_id, state))
+
     @property
     def rows(self) -> pd.DataFrame:
         """The table rows as a DataFrame (object dtype, so missing stays None)."""
@@ -241,8 +280,7 @@ class SuiteResults:
 
     # -- per-seed values of a cell ---------------------------------------------------------------
     def job_ids(self, label: str, states: tuple[str, ...] = ("done", "diverged")) -> list[Any]:
-        j = self.jobs
-        return j.loc[(j["label"] == label) & j["state"].isin(states), "job_id"].tolist()
+        return [i for i, s in self._jobs_of.get(label, []) if s in states]
 
     def _seed_values(self, series: pd.Series, label: str, metric: str) -> np.ndarray:
         ids = self.job_ids(label)
@@ -256,7 +294,7 @@ class SuiteResults:
         if label not in self.cells:
             raise ClaimPending(f"no cell {label!r} in suite {self.suite.name!r}")
         state, text = self.cells[label]
-        states = set(self.jobs.loc[self.jobs["label"] == label, "state"])
+        states = {s for _, s in self._jobs_of.get(label, [])}
         # A diverged run is a result (its values, NaN included, count); a failed one is not.
         if states & {*UNFINISHED, "failed"}:
             raise ClaimPending(f"{label}: {text}")

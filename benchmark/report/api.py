@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from benchmark.report.aggregate import ReportError, SuiteResults, summarize
+from benchmark.report.aggregate import ReportError, SuiteResults, metrics_needed, resolve_select, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
 from benchmark.suite_types import Suite
 
@@ -40,7 +40,7 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     return out
 
 
-def _frames(store: Any, suite: Suite) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     keys = {j.key for j in suite.jobs}
     jobs = store.jobs_frame([suite.name])
     by_suite = not jobs.empty and jobs["key"].isin(keys).any()
@@ -48,18 +48,26 @@ def _frames(store: Any, suite: Suite) -> tuple[pd.DataFrame, pd.DataFrame]:
         # A suite file not registered under its name (or renamed): match its jobs by key alone.
         jobs = store.jobs_frame(None)
     jobs = jobs[jobs["key"].isin(keys)] if not jobs.empty else jobs
-    if jobs.empty:
+    if jobs.empty or not names:
         return jobs, pd.DataFrame(columns=["job_id", "epoch", "name", "value"])
     # One query per suite; the IN list of job ids only when the jobs live under another name.
-    metrics = store.metrics_frame([suite.name]) if by_suite else store.metrics_frame(job_ids=jobs["job_id"].tolist())
+    if by_suite:
+        metrics = store.metrics_frame([suite.name], names=names)
+    else:
+        metrics = store.metrics_frame(job_ids=jobs["job_id"].tolist(), names=names)
     return jobs, metrics
 
 
 def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
     """Aggregate every suite (comparison rows, claims) from the store."""
+    recorded = store.metric_names()
     out = []
     for suite in suites:
-        jobs, metrics = _frames(store, suite)
+        # Only the metrics the report reads (metrics_needed): 2-3 of the ~8 a run records.
+        # The "final" epoch of a job is then its last epoch with one of these recorded, which is
+        # its last epoch: a run records all its metrics of an epoch together.
+        names = metrics_needed(suite, resolve_select(suite, select), recorded)
+        jobs, metrics = _frames(store, suite, names)
         out.append(summarize(suite, jobs, metrics, select))
     return out
 

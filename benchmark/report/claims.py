@@ -205,6 +205,28 @@ def validate_claim(expr: str, labels: Iterable[str] | None = None) -> None:
     _walk(tree.body, set(labels) if labels is not None else None, boolean=True)
 
 
+def claim_metrics(expr: str) -> set[str]:
+    """The metric names a claim reads, so that the reporter loads only those. An invalid claim
+    reads nothing here: evaluating it raises the proper ClaimError later."""
+    try:
+        tree = _parse(expr)
+    except ClaimError:
+        return set()
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in RESULT_FUNCTIONS:
+            try:
+                bound = _bind(node, node.func.id)
+            except ClaimError:
+                continue
+            arg = bound.get("metric")
+            if arg is None:
+                out.add(RESULT_FUNCTIONS[node.func.id][1]["metric"])
+            elif isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                out.add(arg.value)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 

@@ -7,28 +7,22 @@ for iteration-scheduled suites (the cumulative ``iterations`` metric) and epochs
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
 
-matplotlib.use("Agg")  # no display, ever: reports are written on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from benchmark.report.aggregate import SuiteResults, x_axis
+from benchmark.report.render import Figure
 
-from benchmark.report.aggregate import SuiteResults  # noqa: E402
+# matplotlib's object API, not pyplot: no display backend and no global figure registry (nothing
+# to close), and pyplot's import time is saved. The Agg canvas renders the PNG (and measures text
+# for tight_layout); savefig(format="svg") uses the SVG backend.
 
 _SCALE_NAMES = {"tau": "τ-scaled", "rezero": "ReZero", "tanh_rezero": "tanh-ReZero"}
-
-
-@dataclass
-class Figure:
-    name: str  # e.g. "errors", "alpha"
-    title: str
-    png: Path
-    svg: Path
-    png_bytes: bytes
 
 
 def panel_of(spec) -> str:
@@ -47,8 +41,7 @@ def panel_of(spec) -> str:
 
 
 def _x_axis(res: SuiteResults) -> str:
-    units = {j.spec.schedule.unit for j in res.suite.jobs}
-    return "iterations" if units == {"iteration"} else "epoch"
+    return x_axis(res.suite)
 
 
 def cell_curves(res: SuiteResults, names: list[str] | None = None) -> pd.DataFrame:
@@ -80,14 +73,15 @@ def _save(fig, out_dir: Path, stem: str, name: str, title: str) -> Figure:
     fig.savefig(buf, format="png", dpi=90)
     png.write_bytes(buf.getvalue())
     fig.savefig(svg, format="svg")
-    plt.close(fig)
     return Figure(name, title, png, svg, buf.getvalue())
 
 
 def _grid(n: int):
     ncols = min(n, 3)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    fig = MplFigure(figsize=(4.6 * ncols, 3.6 * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -109,20 +103,22 @@ def error_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     order = sorted(panels, key=lambda p: (not p.startswith("plain"), list(panels).index(p)))
     fig, axes = _grid(len(order))
     xname = _x_axis(res)
-    by_label = dict(tuple(curves.groupby("label", sort=False)))
+    # (label, metric) -> (x, y) sorted by x: one groupby, not a DataFrame filter per line.
+    lines = {key: (g["x"].to_numpy(), g["value"].to_numpy())
+             for key, g in curves.sort_values("x", kind="stable").groupby(["label", "name"], sort=False)}
     for ax, panel in zip(axes, order):
         labels = panels[panel]
-        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(labels), 2)))
+        colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(labels), 2)))
         tops = []
         for colour, label in zip(colours, labels):
-            c = by_label[label]
             for metric, style, width in (("train_error", "--", 1.0), ("test_error", "-", 2.2)):
-                s = c[c["name"] == metric].sort_values("x")
-                if s.empty:
+                if (label, metric) not in lines:
                     continue
-                ax.plot(s["x"], s["value"], style, color=colour, linewidth=width,
+                x, y = lines[label, metric]
+                ax.plot(x, y, style, color=colour, linewidth=width,
                         label=label if metric == "test_error" else None)
-                tail = s["value"].iloc[len(s) // 10:].dropna()
+                tail = y[len(y) // 10:]
+                tail = tail[~np.isnan(tail)]
                 if len(tail):
                     tops.append(float(np.percentile(tail, 95)))
         top = min(100.0, max(20.0, 1.15 * max(tops))) if tops else 100.0
@@ -148,7 +144,7 @@ def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     for ax, label in zip(axes, labels):
         c = curves[curves["label"] == label]
         names = list(dict.fromkeys(c["name"]))
-        colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(names), 2)))
+        colours = colormaps["plasma"](np.linspace(0, 0.9, max(len(names), 2)))
         for colour, name in zip(colours, names):
             s = c[c["name"] == name].sort_values("x")
             ax.plot(s["x"], s["value"], color=colour, linewidth=1.2, label=name)

@@ -10,11 +10,11 @@ import html
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
-from benchmark.report.curves import Figure
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
@@ -22,6 +22,18 @@ EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "j
 TABLE_HEADER = ("cell", "measured (mean ± std, n)", "best", "published", "diff", "tol", "verdict", "protocol")
 VERDICT_MARK = {"ok": "✓ ok", "out": "✗ out", "pending": "… pending", "": "—"}
 CLAIM_MARK = {"holds": "✓ holds", "fails": "✗ fails", "pending": "… pending"}
+
+
+@dataclass
+class Figure:
+    """A drawn figure (curves.py), as the renderers link or embed it. Defined here rather than in
+    curves.py so that rendering tables never imports matplotlib."""
+
+    name: str  # e.g. "errors", "alpha"
+    title: str
+    png: Path
+    svg: Path
+    png_bytes: bytes
 
 
 def safe_stem(name: str) -> str:

@@ -469,6 +469,12 @@ class Store:
             df[col] = df[col].astype("int64")
         return df
 
+    def metric_names(self) -> list[str]:
+        """Every metric name recorded in the database, sorted. Cheap (one pass over the metrics
+        table); the reporter uses it to load only the metrics it reads, e.g. ``alpha.*``."""
+        with self._guard(), self._engine.connect() as c:
+            return sorted(c.execute(select(M.c.name).distinct()).scalars())
+
     def metrics_frame(self, suites: Sequence[str] | None = None, names: Sequence[str] | None = None,
                       job_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Per-epoch metrics in long form: job_id, suite, key, label, seed, epoch, name, value
