@@ -82,25 +82,47 @@ def validate(suites: tuple[str, ...]) -> None:
     sys.exit(2 if failed else 0)
 
 
+def _runner_options(f):
+    """Options of `bench run` and `bench worker` that override the runner profile's keys."""
+    options = [
+        click.option("--runner", "runner_path", default=None, type=click.Path(dir_okay=False),
+                     help="runner profile (TOML), e.g. runners/local.toml or runners/slurm.toml "
+                          "[default: the built-in defaults, as in runners/local.toml]"),
+        click.option("--devices", "--device", "devices", default=None,
+                     help="auto (every visible GPU, else the CPU), cpu, cuda, or CUDA indices like 0,1 "
+                          "[default: the profile's, auto]"),
+        click.option("--jobs-per-device", type=click.IntRange(min=1), default=None,
+                     help="jobs sharing one GPU [default: the profile's, 1]"),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="concurrent jobs on the CPU [default: the profile's, 1]"),
+        click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+                     help="folder holding cifar-10-batches-py/ etc. [default: $BENCH_DATA, else ~/.cache/bench/data]"),
+        click.option("--max-epochs", type=click.IntRange(min=1), default=None,
+                     help="train at most N epochs of each job in this call; jobs stay queued and resume later"),
+        click.option("--checkpoint-dir", default=None, type=click.Path(file_okay=False),
+                     help="[default: the profile's, db/checkpoints]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("suite_path", metavar="SUITE", type=click.Path(dir_okay=False))
 @click.option("--db", default=None, help=DB_HELP)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
-              help="folder holding cifar-10-batches-py/ etc. [default: $BENCH_DATA, else ~/.cache/bench/data]")
-@click.option("--max-epochs", type=click.IntRange(min=1), default=None,
-              help="train at most N epochs of each job in this call; jobs stay queued and resume later")
-@click.option("--checkpoint-dir", default="db/checkpoints", show_default=True, type=click.Path(file_okay=False))
+@_runner_options
 @click.option("--quick", is_flag=True,
               help=f"plumbing check: every cell (first seed) for {QUICK_ITERATIONS} iterations on {QUICK_TRAIN_IMAGES} "
                    "images, into a throw-away database unless --db is given")
 @click.option("--dry-run", is_flag=True, help="print the jobs this would run, and touch nothing")
-def run(suite_path: str, db: str | None, device: str, data_dir: str | None, max_epochs: int | None,
-        checkpoint_dir: str, quick: bool, dry_run: bool) -> None:
+def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -> None:
     """Register SUITE's jobs in the database and train those not done yet.
 
-    Finished jobs are never rerun; a job interrupted by Ctrl-C or a crash resumes from its last
-    checkpoint on the next run.
+    Jobs run in parallel, each in its own process, on the devices of the runner profile
+    (runners/local.toml: every GPU, one job per GPU; else the CPU). With a profile that has a
+    [slurm] table (runners/slurm.toml) the jobs are registered here and the work is submitted to
+    Slurm as `bench worker` jobs. Finished jobs are never rerun; a job interrupted by Ctrl-C or a
+    crash resumes from its last checkpoint on the next run.
     """
     suite = load_suite(suite_path)
     if quick:
@@ -110,26 +132,91 @@ def run(suite_path: str, db: str | None, device: str, data_dir: str | None, max_
         return
     if quick and db is None:
         with tempfile.TemporaryDirectory(prefix="bench-quick-") as tmp:
-            _run(suite, f"sqlite:///{tmp}/quick.sqlite", device, data_dir, max_epochs, Path(tmp) / "checkpoints")
+            runner["checkpoint_dir"] = str(Path(tmp) / "checkpoints")
+            _run(suite, f"sqlite:///{tmp}/quick.sqlite", runner)
             _print_status(_store(f"sqlite:///{tmp}/quick.sqlite").jobs_frame([suite.name]))
         return
-    _run(suite, db, device, data_dir, max_epochs, Path(checkpoint_dir))
+    _run(suite, db, runner)
 
 
-def _run(suite, db: str | None, device: str, data_dir: str | None, max_epochs: int | None, checkpoint_dir: Path) -> None:
-    from benchmark.runner.job import JobOptions
-    from benchmark.runner.sequential import run_sequential
+class _RunnerErrors:
+    """A bad runner profile, device list or Slurm set-up: a message and exit code 2, no traceback."""
 
-    store = _store(db)
-    added, present = store.register_suite(suite)
-    click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
-    options = JobOptions(device=_device(device), data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                         max_epochs=max_epochs)
-    outcomes = run_sequential(store, [suite.name], options)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        from benchmark.runner.devices import DeviceError
+        from benchmark.runner.profile import RunnerProfileError
+        from benchmark.runner.slurm import SlurmError
+
+        if isinstance(error, (RunnerProfileError, DeviceError, SlurmError)):
+            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+            sys.exit(2)
+        return False
+
+
+def _profile(runner: dict):
+    from benchmark.runner.profile import load_profile
+
+    runner = dict(runner)
+    profile = load_profile(runner.pop("runner_path", None))
+    if runner.get("devices"):
+        runner["devices"] = runner["devices"].removeprefix("cuda:")  # --device cuda:1, as before
+    return profile.override(**runner)
+
+
+def _run(suite, db: str | None, runner: dict) -> None:
+    from benchmark.runner.worker import run_worker
+
+    with _RunnerErrors():
+        profile = _profile(runner)
+        store = _store(db)
+        added, present = store.register_suite(suite)
+        click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
+        if profile.slurm is not None:
+            _submit(profile, store.url, [suite.name])
+            return
+        outcomes, code = run_worker(store, profile, [suite.name], console=console)
     counts = store.jobs_frame([suite.name]).state.value_counts().to_dict()
     click.echo("jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     if outcomes.get("released"):
         click.echo("some jobs were paused; run the same command again to continue them")
+    if code:
+        sys.exit(code)
+
+
+def _submit(profile, url: str, suites: list[str]) -> None:
+    from benchmark.runner.slurm import sqlite_warning, submit
+
+    warning = sqlite_warning(url)
+    if warning:
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
+    jobs = submit(profile, url, suites)
+    click.echo(f"submitted {len(jobs)} `bench worker` job(s): {', '.join(str(j.job_id) for j in jobs)} "
+               f"(logs in {profile.slurm.log_dir}); follow them with `bench status --watch 10 --db {url}`")
+
+
+@main.command()
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--suite", "suites", multiple=True, help="only jobs of this suite (repeatable) [default: every suite]")
+@click.option("--wait", is_flag=True, help="when the queue is empty, keep polling for new jobs instead of exiting")
+@_runner_options
+def worker(db: str | None, suites: tuple[str, ...], wait: bool, **runner) -> None:
+    """Train queued jobs of every registered suite (or of --suite) until the queue is empty.
+
+    Any number of workers may share one database: on one host they share the device slots (file
+    locks), and several hosts share a PostgreSQL database. Ctrl-C stops the jobs at their next step
+    and puts them back in the queue; exit code 130 (143 for SIGTERM).
+    """
+    from benchmark.runner.worker import run_worker
+
+    with _RunnerErrors():
+        profile = _profile(runner)
+        store = _store(db)
+        outcomes, code = run_worker(store, profile, list(suites) or None, wait=wait, console=console)
+    click.echo("this worker: " + (", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "no jobs"))
+    sys.exit(code)
 
 
 def _print_jobs(suite) -> None:
@@ -149,18 +236,44 @@ def _print_jobs(suite) -> None:
 @click.option("--db", default=None, help=DB_HELP)
 @click.option("--suite", "suites", multiple=True, help="only this suite (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status(db: str | None, suites: tuple[str, ...], fmt: str) -> None:
-    """List jobs with their state and epochs done."""
-    frame = _store(db).jobs_frame(list(suites) or None)
+@click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+              help="refresh the table every SECONDS until Ctrl-C")
+def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | None) -> None:
+    """List jobs: state, epochs done of all, last test error, ETA, attempts, worker, device."""
+    from benchmark.runner.status import status_frame, status_table, summary
+
+    store = _store(db)
+    frame = status_frame(store, list(suites) or None)
     if fmt == "json":
-        columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "attempts", "worker", "device",
-                   "key", "error"]
+        columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
+                   "attempts", "worker", "device", "key", "error"]
         click.echo(frame[columns].to_json(orient="records", indent=2))
         return
-    if frame.empty:
+    if frame.empty and not watch:
         click.echo("no jobs in the database; register some with `bench run SUITE`")
         return
-    _print_status(frame)
+    if not watch:
+        Console().print(status_table(frame))
+        click.echo(summary(frame))
+        return
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    def view():
+        f = status_frame(store, list(suites) or None)
+        return Group(status_table(f, title=f"bench status ({time.strftime('%H:%M:%S')}, every {watch:g} s, "
+                                              "Ctrl-C to stop)"), Text(summary(f)))
+
+    try:
+        with Live(view(), console=Console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(watch)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 STATE_STYLE = {"done": "green", "running": "cyan", "queued": "", "diverged": "yellow", "failed": "red"}

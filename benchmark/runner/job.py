@@ -3,6 +3,13 @@
 Heartbeats go out from a background thread (with the database's clock, see store.heartbeat), so a
 long epoch never looks dead; if the claim is lost (the job was requeued as stale) training stops at
 the next step instead of racing another worker.
+
+Outcomes: ``done``, ``diverged`` and ``failed`` (an exception: a bug or bad input, not worth
+retrying) are final. ``oom`` (CUDA out of memory) counts as one failed attempt: the job goes back
+to the queue, where it may land on a less crowded GPU, until ``max_attempts``; then it is failed
+with the message. ``released``: stopped on request (Ctrl-C, ``max_epochs``), back in the queue
+without spending the attempt. ``lost``: another worker took the job over (our heartbeat was
+stale); nothing is written.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from benchmark.store import JobRecord, Store, environment
 from benchmark.train import CheckpointError, Step, train
 
 log = logging.getLogger(__name__)
-Outcome = Literal["done", "diverged", "failed", "released"]
+Outcome = Literal["done", "diverged", "failed", "oom", "released", "lost"]
 HEARTBEAT_SECONDS = 10.0
 
 
@@ -29,6 +36,7 @@ class JobOptions:
     checkpoint_dir: Path = Path("db/checkpoints")
     max_epochs: int | None = None  # an epoch budget for this call; the job stays resumable
     heartbeat_seconds: float = HEARTBEAT_SECONDS
+    max_attempts: int = 3  # an out-of-memory job is retried until it has been claimed this often
 
 
 def checkpoint_path(options: JobOptions, job: JobRecord) -> Path:
@@ -79,19 +87,33 @@ def execute(
             os.replace(ckpt, aside)
             log.warning("%s; moved it to %s and restarting job %s from epoch 1", e, aside, job.label)
             result = train(job.spec, **kwargs)
-    except Exception:
-        store.finish(job.id, "failed", error=traceback.format_exc())
+    except Exception as e:
+        done.set()
+        thread.join()
+        if _out_of_memory(e):
+            note = (f"out of memory on {options.device} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "another job may have shared the GPU: lower jobs_per_device or the batch size if this repeats")
+            state = store.fail_attempt(job.id, note, options.max_attempts, worker=worker)
+            return "oom" if state else "lost"
+        if not store.finish(job.id, "failed", error=traceback.format_exc(), worker=worker):
+            return "lost"
         return "failed"
     finally:
         done.set()
         thread.join()
 
     if result.status == "done":
-        store.finish(job.id, "done")  # the final checkpoint stays: it holds the trained weights
-        return "done"
+        # the final checkpoint stays: it holds the trained weights
+        return "done" if store.finish(job.id, "done", worker=worker) else "lost"
     if result.status == "diverged":
-        store.finish(job.id, "diverged", error=result.message)
-        return "diverged"
-    if not lost.is_set():
-        store.release(job.id)
+        return "diverged" if store.finish(job.id, "diverged", error=result.message, worker=worker) else "lost"
+    if lost.is_set() or not store.release(job.id, worker=worker):
+        return "lost"
     return "released"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(e, oom) or "CUDA out of memory" in str(e)

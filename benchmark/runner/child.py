@@ -1,0 +1,205 @@
+"""One job in its own process: the body of every job the worker starts.
+
+The worker claims a job and a device slot, then starts this process (forked from a multiprocessing
+fork server that has imported torch once, so a job starts in milliseconds rather than seconds). It:
+
+- sets ``CUDA_VISIBLE_DEVICES`` to the slot's GPU before CUDA is touched, so the job sees exactly one
+  GPU, as ``cuda:0``;
+- sends its progress to the worker over a pipe: ``("start", {...})``, ``("step", {...})`` at most a
+  few times a second, ``("epoch", {...})`` and finally ``("end", {"outcome": ..., "message": ...})``;
+- writes its stderr (warnings, tracebacks, a fault handler dump on a segfault) to a log file the
+  worker quotes when the process dies;
+- ignores SIGINT (the worker decides what a Ctrl-C means) and treats SIGTERM as "stop at the next
+  step, keep the last epoch checkpoint, give the job back to the queue";
+- kills itself if the worker process disappears (``kill -9`` of ``bench worker``): the job is then
+  recovered by the next worker, which sees the worker's process is gone.
+
+Test hooks (environment variables, read in the job's process):
+
+- ``BENCH_FAULT="<label>=<kind>[@<epoch>];..."`` (label ``*``: every job) makes a job misbehave from
+  epoch ``epoch`` on (default 1): ``raise`` (an exception), ``oom`` (``torch.OutOfMemoryError``, as
+  CUDA raises it), ``exit`` (the process exits with code 3), ``kill`` (it SIGKILLs itself) or
+  ``slow`` (it sleeps 0.25 s per step, which changes no number: time to interrupt it).
+- ``BENCH_SLOT_TRACE=FILE``: each job appends ``<time> start|end <device> <job id> <pid>`` lines,
+  so a test can count how many jobs ran on a device at once.
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch  # noqa: F401  (the fork server imports this module once; every job then starts warm)
+
+from benchmark.runner.devices import Device
+from benchmark.runner.job import JobOptions, execute
+from benchmark.store import Store
+from benchmark.store.store import dead_local_worker
+from benchmark.train import Step
+
+FAULT_ENV = "BENCH_FAULT"
+
+# The code every job runs is what this module imported when the fork server started, so the git
+# commit and dirty flag of that moment are the right ones to record; asking git again in each job
+# (`git status` of the whole checkout) would cost a second or more per job.
+_environment_module = sys.modules["benchmark.store.environment"]
+_GIT_VERSION = _environment_module.git_version()
+_environment_module.git_version = lambda: dict(_GIT_VERSION)
+STEP_INTERVAL_S = 0.25
+
+
+TRACE_ENV = "BENCH_SLOT_TRACE"
+
+
+def _trace(event: str, device: Device, job_id: int) -> None:
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a") as f:  # one short append: atomic between processes
+            f.write(f"{time.time():.6f} {event} {device.name} {job_id} {os.getpid()}\n")
+
+
+def _faults(label: str) -> tuple[str, int] | None:
+    for part in os.environ.get(FAULT_ENV, "").split(";"):
+        name, _, kind = part.strip().partition("=")
+        if name in (label, "*") and kind:
+            kind, _, epoch = kind.partition("@")
+            return kind, int(epoch or 1)
+    return None
+
+
+def _inject(kind: str) -> None:
+    if kind == "raise":
+        raise RuntimeError(f"fault injected by {FAULT_ENV}")
+    if kind == "oom":
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (simulated by {FAULT_ENV})")
+    if kind == "exit":
+        sys.stderr.flush()
+        os._exit(3)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "slow":
+        time.sleep(0.25)
+        return
+    raise ValueError(f"{FAULT_ENV}: unknown fault {kind!r} (raise, oom, exit, kill)")
+
+
+def run_child(conn, request: dict[str, Any]) -> None:
+    """Entry point in the job's process. ``request``: job_id, worker, worker_pid, db, device (a
+    ``Device``), options (``JobOptions`` fields), threads, log."""
+    device: Device = request["device"]
+    os.environ.update(device.child_env())  # before anything initialises CUDA
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    log = Path(request["log"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    faulthandler.enable()
+    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job {request['job_id']} pid {os.getpid()} "
+          f"worker {request['worker']} device {device.name}"
+          f"{' (fake GPU, on the CPU)' if device.fake else ''}", file=sys.stderr, flush=True)
+
+    def send(kind: str, data: dict[str, Any]) -> None:
+        try:
+            conn.send((kind, data))
+        except (BrokenPipeError, OSError):
+            pass  # the worker is gone; the watchdog below ends us
+
+    def watchdog() -> None:
+        me = request["worker"]
+        while True:
+            time.sleep(0.5)
+            if dead_local_worker(me):
+                print("worker process is gone: stopping at once", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+    if request.get("threads"):
+        torch.set_num_threads(int(request["threads"]))
+
+    store = Store(request["db"], create=False)
+    job = store.get_job(request["job_id"])
+    if job.state != "running" or job.worker != request["worker"]:
+        send("end", {"outcome": "lost", "message": "the job was no longer ours"})
+        return
+    options = JobOptions(device=device.torch_device, **request["options"])
+    fault = _faults(job.label)
+    completed = [job.epochs_done]
+    last_step = [0.0]
+    send("start", {"pid": os.getpid(), "epochs_done": job.epochs_done})
+
+    def should_stop() -> bool:
+        if fault is not None and completed[0] + 1 >= fault[1]:
+            _inject(fault[0])
+        return stop.is_set()
+
+    def on_step(s: Step) -> None:
+        now = time.monotonic()
+        if now - last_step[0] >= STEP_INTERVAL_S:
+            last_step[0] = now
+            send("step", dict(epoch=s.epoch, epochs=s.epochs, iteration=s.iteration,
+                              iterations=s.iterations, loss=s.loss, error=s.error))
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        completed[0] = max(completed[0], epoch)
+        send("epoch", dict(epoch=epoch, iteration=metrics.get("iterations"), loss=metrics.get("train_loss"),
+                           error=metrics.get("train_error"), test_error=metrics.get("test_error")))
+
+    _trace("start", device, job.id)
+    try:
+        outcome = execute(store, job, request["worker"], options, should_stop=should_stop,
+                          on_step=on_step, on_epoch=on_epoch)
+        lines = (store.get_job(job.id).error or "").strip().splitlines()
+        send("end", {"outcome": outcome, "message": lines[-1] if lines else ""})
+    finally:
+        _trace("end", device, job.id)
+        store.close()
+        sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one queued job in this process, by hand (debugging a job outside the worker):
+    ``python -m benchmark.runner.child --job-id N [--db URL] [--device cpu|0]``. Progress messages
+    are printed; the log goes to stderr."""
+    import socket
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--job-id", type=int, required=True)
+    p.add_argument("--db", default=None)
+    p.add_argument("--device", default="cpu", help="cpu or a CUDA index")
+    p.add_argument("--checkpoint-dir", default="db/checkpoints")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+
+    class Printer:
+        def send(self, message):
+            print(message, file=sys.__stdout__, flush=True)
+
+    device = Device("cpu") if args.device == "cpu" else Device("cuda", 0, args.device)
+    worker = f"{socket.gethostname()}:{os.getpid()}:manual"
+    with Store(args.db, create=False) as store:
+        if store.claim_job(worker, device.name, job_id=args.job_id) is None:
+            print(f"job {args.job_id} is not queued", file=sys.stderr)
+            return 1
+    request = dict(job_id=args.job_id, worker=worker, db=args.db, device=device,
+                   options=dict(checkpoint_dir=Path(args.checkpoint_dir), data_dir=args.data_dir),
+                   log="/dev/stderr")
+    run_child(Printer(), request)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Runner profiles: ``runners/*.toml`` say where and how jobs run (devices, jobs per device, liveness
+timeouts, folders, and for a cluster the Slurm request).
+
+A profile has a ``[runner]`` table (every key optional, defaults below) and, for a cluster, a
+``[slurm]`` table. Command-line flags override single keys (``--jobs-per-device 2``). A mistake is
+reported like a suite mistake: the file, the key, the bad value and what is allowed, all at once.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class RunnerProfileError(ValueError):
+    """A runner profile is wrong. The message names the file, each bad key and what is allowed."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in runner profile:\n{lines}")
+
+
+def default_lock_dir() -> str:
+    """Device-slot locks are per host, not per checkout: two clones of the repository on one machine
+    must still share its GPUs, so the default lives in the system's temp folder."""
+    user = os.environ.get("USER") or str(os.getuid())
+    return str(Path(tempfile.gettempdir()) / f"bench-{user}" / "locks")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each Slurm job asks for; every Slurm job runs one ``bench worker``."""
+
+    workers: int = 1  # how many Slurm jobs (an array), i.e. how many `bench worker` processes
+    partition: str = ""
+    time: int = 60 * 24  # minutes; also "HH:MM:SS" or "D-HH:MM:SS" in the file
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    array_parallelism: int = 0  # 0: no limit on how many run at once
+    log_dir: str = "db/slurm"  # submitit's folder: scripts, stdout/stderr of each Slurm job
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more sbatch options, as submitit passes them
+    executor: str = "slurm"  # test hook: "local" runs the workers as local processes (submitit's LocalExecutor)
+
+
+@dataclass(frozen=True)
+class RunnerProfile:
+    devices: str = "auto"  # auto | cpu | "0,1" (CUDA indices as this process sees them)
+    jobs_per_device: int = 1  # several small networks share one GPU
+    workers: int = 1  # concurrent jobs when running on the CPU
+    threads: int = 0  # torch CPU threads per job; 0: the cores divided by the concurrent jobs
+    heartbeat_seconds: float = 10.0
+    stale_timeout: float = 120.0  # a running job with no heartbeat for this long goes back to the queue
+    max_attempts: int = 3  # claims before a job that keeps crashing is marked failed
+    poll_seconds: float = 5.0  # `bench worker --wait`: how often an idle worker looks at the queue
+    lock_dir: str = field(default_factory=default_lock_dir)
+    checkpoint_dir: str = "db/checkpoints"
+    log_dir: str = ""  # each job's stderr (tracebacks, warnings); "" means <checkpoint_dir>/logs
+    data_dir: str = ""  # "" means --data-dir, else $BENCH_DATA, else ~/.cache/bench/data
+    max_epochs: int = 0  # 0: no budget; N: each job trains at most N epochs per call
+    path: str = ""  # the file this came from ("" for the defaults)
+    slurm: SlurmOptions | None = None
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.log_dir) if self.log_dir else Path(self.checkpoint_dir) / "logs"
+
+    def override(self, **values: Any) -> "RunnerProfile":
+        """The profile with command-line values set (None means: not given); validated again."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:
+            return self
+        problems = _check({k: v for k, v in given.items()}, RUNNER_RULES, "")
+        if problems:
+            raise RunnerProfileError("command line", problems)
+        return replace(self, **given)
+
+
+_POSITIVE_INT = ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+_NON_NEG_INT = ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+_POSITIVE_NUM = ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+_STR = ("a string", lambda v: isinstance(v, str))
+
+
+def _devices_ok(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    v = v.strip().lower()
+    if v in ("auto", "cpu", "cuda"):
+        return True
+    parts = [p.strip() for p in v.split(",")]
+    return all(p.isdigit() for p in parts) and len(set(parts)) == len(parts)
+
+
+RUNNER_RULES: dict[str, tuple[str, Any]] = {
+    "devices": ('"auto", "cpu", "cuda" (every visible GPU) or a list of CUDA indices like "0,1"', _devices_ok),
+    "jobs_per_device": _POSITIVE_INT,
+    "workers": _POSITIVE_INT,
+    "threads": _NON_NEG_INT,
+    "heartbeat_seconds": _POSITIVE_NUM,
+    "stale_timeout": _POSITIVE_NUM,
+    "max_attempts": _POSITIVE_INT,
+    "poll_seconds": _POSITIVE_NUM,
+    "lock_dir": _STR,
+    "checkpoint_dir": _STR,
+    "log_dir": _STR,
+    "data_dir": _STR,
+    "max_epochs": _NON_NEG_INT,
+}
+
+
+def _time_ok(v: Any) -> bool:
+    return _minutes(v) is not None
+
+
+def _minutes(v: Any) -> int | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v if v > 0 else None
+    if not isinstance(v, str):
+        return None
+    days, _, rest = v.rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        d = int(days) if days else 0
+    except ValueError:
+        return None
+    if len(parts) == 3:
+        h, m, s = parts
+    elif len(parts) == 2:
+        h, m, s = 0, *parts
+    else:
+        return None
+    total = d * 1440 + h * 60 + m + (1 if s else 0)
+    return total if total > 0 else None
+
+
+SLURM_RULES: dict[str, tuple[str, Any]] = {
+    "workers": _POSITIVE_INT,
+    "partition": _STR,
+    "time": ('minutes (an integer) or "HH:MM:SS" / "D-HH:MM:SS"', _time_ok),
+    "gpus_per_node": _NON_NEG_INT,
+    "cpus_per_task": _POSITIVE_INT,
+    "mem_gb": _POSITIVE_INT,
+    "account": _STR,
+    "qos": _STR,
+    "constraint": _STR,
+    "array_parallelism": _NON_NEG_INT,
+    "log_dir": _STR,
+    "extra": ("a table of sbatch options", lambda v: isinstance(v, dict)),
+    "executor": ('"slurm" or "local" (a test hook)', lambda v: v in ("slurm", "local")),
+}
+
+
+def _check(table: Mapping[str, Any], rules: Mapping[str, tuple[str, Any]], where: str) -> list[str]:
+    problems = []
+    for key, value in table.items():
+        name = f"{where}{key}"
+        if key not in rules:
+            close = difflib.get_close_matches(key, list(rules), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(f"{name}: unknown key{hint} (allowed: {', '.join(rules)})")
+            continue
+        allowed, ok = rules[key]
+        if not ok(value):
+            problems.append(f"{name} = {value!r}: must be {allowed}")
+    return problems
+
+
+def load_profile(path: str | Path | None) -> RunnerProfile:
+    """Read and validate a profile; ``None`` gives the defaults (what ``runners/local.toml`` holds)."""
+    if path is None:
+        return RunnerProfile()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunnerProfileError(str(path), ["file not found (profiles live under runners/, e.g. runners/local.toml)"])
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunnerProfileError(str(path), [f"cannot read the file: {e}"])
+    except tomllib.TOMLDecodeError as e:
+        raise RunnerProfileError(str(path), [f"not valid TOML: {e}"])
+    problems = []
+    for key in data:
+        if key not in ("runner", "slurm"):
+            problems.append(f"[{key}]: unknown table (allowed: [runner], [slurm])")
+    runner = data.get("runner", {})
+    slurm = data.get("slurm")
+    if not isinstance(runner, dict):
+        problems.append("runner: must be a table ([runner])")
+        runner = {}
+    if slurm is not None and not isinstance(slurm, dict):
+        problems.append("slurm: must be a table ([slurm])")
+        slurm = None
+    problems += _check(runner, RUNNER_RULES, "runner.")
+    if slurm is not None:
+        problems += _check(slurm, SLURM_RULES, "slurm.")
+    if problems:
+        raise RunnerProfileError(str(path), problems)
+    slurm_options = None
+    if slurm is not None:
+        slurm = dict(slurm)
+        if "time" in slurm:
+            slurm["time"] = _minutes(slurm["time"])
+        slurm_options = SlurmOptions(**slurm)
+    known = {f.name for f in fields(RunnerProfile)}
+    return RunnerProfile(**{k: v for k, v in runner.items() if k in known}, path=str(path), slurm=slurm_options)

@@ -1,0 +1,87 @@
+"""``bench status``: every job's state, progress, last test error and ETA, once or refreshed."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Sequence
+
+import pandas as pd
+from rich.table import Table
+
+from benchmark.store import Store
+
+STATE_STYLE = {"done": "green", "running": "cyan", "queued": "default", "diverged": "yellow", "failed": "red"}
+
+
+def _total_epochs(config: str, iterations_per_epoch: float | None) -> int | None:
+    s = json.loads(config).get("schedule", {})
+    if s.get("unit") == "epoch":
+        return int(s["length"])
+    if iterations_per_epoch:
+        return math.ceil(s["length"] / iterations_per_epoch)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _text(value) -> str:
+    return "" if value is None or value != value else str(value)  # None and NaN print empty
+
+
+def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFrame:
+    """``jobs_frame`` plus ``epochs`` (the schedule's total), ``test_error`` (of the last recorded
+    epoch) and ``eta_s`` (for running and queued jobs: seconds per epoch so far x epochs left)."""
+    jobs = store.jobs_frame(suites)
+    metrics = store.metrics_frame(suites, names=["test_error", "seconds", "iterations"])
+    metrics = metrics[metrics.epoch >= 1]
+    last = {}
+    per_epoch_s: dict[int, float] = {}
+    per_epoch_it: dict[int, float] = {}
+    if not metrics.empty:
+        wide = metrics.pivot_table(index=["job_id", "epoch"], columns="name", values="value",
+                                   observed=True, aggfunc="last")
+        for jid, g in wide.groupby(level=0):
+            g = g.droplevel(0).sort_index()
+            if "test_error" in g:
+                last[jid] = g["test_error"].iloc[-1]
+            if "seconds" in g:
+                per_epoch_s[jid] = float(g["seconds"].mean())
+            if "iterations" in g:
+                per_epoch_it[jid] = float(g["iterations"].iloc[-1]) / float(g.index[-1])
+    jobs["test_error"] = [last.get(j, float("nan")) for j in jobs.job_id]
+    jobs["epochs"] = [_total_epochs(c, per_epoch_it.get(j)) for c, j in zip(jobs.config, jobs.job_id)]
+    eta = []
+    for row in jobs.itertuples():
+        spe = per_epoch_s.get(row.job_id)
+        if row.state in ("running", "queued") and spe is not None and row.epochs:
+            eta.append(spe * max(0, row.epochs - row.epochs_done))
+        else:
+            eta.append(float("nan"))
+    jobs["eta_s"] = eta
+    return jobs
+
+
+def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    table = Table("suite", "label", "seed", "state", "epochs", "test err", "ETA", "attempts", "worker", "device",
+                  title=title)
+    for row in frame.itertuples():
+        epochs = f"{row.epochs_done}/{row.epochs}" if row.epochs else str(row.epochs_done)
+        err = "" if math.isnan(row.test_error) else f"{row.test_error:.2f}%"
+        eta = "" if math.isnan(row.eta_s) else _duration(row.eta_s)
+        table.add_row(row.suite, row.label, str(row.seed), f"[{STATE_STYLE[row.state]}]{row.state}", epochs, err,
+                      eta, str(row.attempts), _text(row.worker), _text(row.device))
+    return table
+
+
+def summary(frame: pd.DataFrame) -> str:
+    counts = frame.state.value_counts().to_dict()
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    running = frame[frame.state == "running"]
+    if len(running) and running.eta_s.notna().any():
+        text += f"; running jobs finish in about {_duration(running.eta_s.max())}"
+    return text

@@ -1,0 +1,378 @@
+"""The worker: fill every free device slot with a queued job, each job in its own process.
+
+One ``Worker`` is one ``bench worker`` (or the working half of ``bench run``). Its loop:
+
+1. take a free device slot (a file lock shared with every other bench process on the host, see
+   ``devices``), then claim the oldest queued job by compare-and-set in the database;
+2. start the job's process (``child``) with the slot's GPU in its environment; the claim is made in
+   the name ``host:<worker pid>:<slot>``, which the job's heartbeats carry;
+3. read the children's progress from their pipes into a live view;
+4. when a child exits: if it said how its job ended, count that; if it died without a word (a
+   segfault, ``kill -9``, the OOM killer), record a failed attempt (``store.fail_attempt``): the job
+   goes back to the queue and resumes from its last checkpoint, or is failed after
+   ``max_attempts`` claims with the exit reason and the tail of its log;
+5. every ``heartbeat_seconds``, ``store.requeue_stale``: jobs of dead workers on this host come back
+   at once, others once their heartbeat is ``stale_timeout`` old.
+
+It stops when the queue is empty and its children are done (``wait``: polls forever). The first
+SIGINT/SIGTERM stops taking jobs and asks every child to stop (SIGTERM: each stops at its next step,
+keeps its last epoch checkpoint, gives its job back without spending the attempt); the worker waits
+for them. A second Ctrl-C kills the children at once; their jobs are given back too.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+from benchmark.runner.devices import Device, Slot, SlotPool, discover
+from benchmark.runner.profile import RunnerProfile
+from benchmark.store import FINAL_STATES, JobRecord, Store
+
+FINAL_OUTCOMES = ("done", "diverged", "failed")
+LOG_TAIL_CHARS = 1500
+
+
+def _context():
+    """A fork server that has imported torch and the trainer: a job's process starts in milliseconds
+    and never inherits threads, CUDA state or database connections from the worker."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["benchmark.runner.child"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of host memory? the kernel's OOM killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+        return f"job process killed by {name}{hint}"
+    return f"job process exited with code {exitcode} without finishing its job"
+
+
+def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - chars))
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Running:
+    """A job this worker runs, and what its process told us so far."""
+
+    slot: Slot
+    job: JobRecord
+    worker: str
+    process: Any
+    conn: Any
+    log: Path
+    task: TaskID
+    started: float = field(default_factory=time.monotonic)
+    eof: bool = False
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    error: float | None = None
+    test_error: float | None = None
+    outcome: str | None = None
+    message: str = ""
+    stop_sent: bool = False
+    timed: bool = False  # the progress task has been reset at the first step, so its ETA is honest
+
+    @property
+    def title(self) -> str:
+        return f"{self.slot.device.name:<7} {self.job.label} s{self.job.seed} #{self.job.id}"
+
+    def info(self) -> str:
+        parts = [f"epoch {self.epoch}/{self.epochs or '?'}"]
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3f}")
+        if self.error is not None:
+            parts.append(f"err {self.error:.1f}%")
+        if self.test_error is not None:
+            parts.append(f"test {self.test_error:.1f}%")
+        return " ".join(parts)
+
+
+class Worker:
+    def __init__(self, store: Store, profile: RunnerProfile, suites: Sequence[str] | None = None, *,
+                 wait: bool = False, show: bool = True, console: Console | None = None,
+                 devices: list[Device] | None = None):
+        self.store = store
+        self.profile = profile
+        self.suites = list(suites) if suites else None
+        self.wait = wait
+        self.console = console or Console(stderr=True)
+        self.devices = devices if devices is not None else discover(profile.devices)
+        per_device = profile.workers if self.devices[0].kind == "cpu" else profile.jobs_per_device
+        self.pool = SlotPool(self.devices, per_device, profile.lock_dir)
+        self.threads = profile.threads or max(1, (os.cpu_count() or 1) // self.pool.size)
+        self.host = socket.gethostname()
+        self.running: list[Running] = []
+        self.outcomes: Counter = Counter()
+        self.tried: set[int] = set()  # jobs paused by max_epochs: not taken again in this call
+        self.signals: list[int] = []
+        self.exhausted = False  # the last claim found no queued job
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=self.console, disable=not show, transient=False)
+        self.overall: TaskID | None = None
+        self._ctx = _context()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> Counter:
+        """Work until the queue is empty (or forever with ``wait``) or a signal; returns how many
+        jobs ended in each outcome here. ``self.signals`` holds the signals received."""
+        where = ", ".join(sorted({d.name + (" (fake)" if d.fake else "") for d in self.devices}))
+        self.console.print(f"worker {self.host}:{os.getpid()}: {self.pool.size} slot(s) on {where}, "
+                           f"{self.threads} CPU thread(s) per job", highlight=False)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        next_stale = next_overall = 0.0
+        try:
+            with self.progress:
+                self.overall = self.progress.add_task("[bold]all jobs", total=None, info="")
+                while True:
+                    self._act_on_signals()
+                    now = time.monotonic()
+                    if now >= next_stale and not self.signals:
+                        self._requeue_stale()
+                        next_stale = now + self.profile.heartbeat_seconds
+                    if now >= next_overall:
+                        self._refresh_overall()
+                        next_overall = now + 2.0
+                    if not self.signals:
+                        self._fill()
+                    if not self.running:
+                        if self.signals:
+                            break
+                        if self.exhausted or self._queued() == 0:
+                            if not self.wait:
+                                break
+                            self._sleep(self.profile.poll_seconds)
+                            self.exhausted = False
+                        else:
+                            self._sleep(0.5)  # queued jobs, but every slot is taken by other workers
+                        continue
+                    objects = [r.conn for r in self.running if not r.eof] + [r.process.sentinel for r in self.running]
+                    wait_for(objects, timeout=0.5)
+                    self._pump()
+                self._refresh_overall()
+        finally:
+            for r in list(self.running):  # an unexpected error in the loop: leave nothing behind
+                r.process.kill()
+                self._reap(r, interrupted=True)
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return self.outcomes
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.signals:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+
+    def _act_on_signals(self) -> None:
+        if not self.signals:
+            return
+        hard = len(self.signals) > 1 and self.signals[-1] == signal.SIGINT
+        for r in self.running:
+            if hard and r.process.exitcode is None:
+                r.process.kill()
+            elif not r.stop_sent:
+                r.stop_sent = True
+                self.progress.update(r.task, info="stopping at the next step...")
+                if r.process.exitcode is None:
+                    r.process.terminate()  # SIGTERM: stop at the next step, checkpoint, give the job back
+
+    # -- starting jobs -------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while len(self.running) < self.pool.size and not self.exhausted:
+            slot = self.pool.acquire()
+            if slot is None:
+                return
+            worker = f"{self.host}:{os.getpid()}:{slot.name}"
+            try:
+                job = self._claim(worker, slot.device)
+            except BaseException:
+                slot.release()
+                raise
+            if job is None:
+                slot.release()
+                self.exhausted = True
+                return
+            self._start(slot, job, worker)
+
+    def _claim(self, worker: str, device: Device) -> JobRecord | None:
+        if not self.tried:
+            return self.store.claim_job(worker, device.name, self.suites)
+        frame = self.store.jobs_frame(self.suites)
+        for jid in frame.job_id[frame.state == "queued"]:
+            if int(jid) not in self.tried:
+                job = self.store.claim_job(worker, device.name, job_id=int(jid))
+                if job is not None:
+                    return job
+        return None
+
+    def _queued(self) -> int:
+        if self.tried:
+            frame = self.store.jobs_frame(self.suites)
+            return int(((frame.state == "queued") & ~frame.job_id.isin(list(self.tried))).sum())
+        return sum(s["queued"] for s in self.store.suites() if self.suites is None or s["name"] in self.suites)
+
+    def _start(self, slot: Slot, job: JobRecord, worker: str) -> None:
+        p = self.profile
+        log = p.logs / f"job{job.id}-{job.key[:12]}.log"
+        options = dict(checkpoint_dir=Path(p.checkpoint_dir), data_dir=p.data_dir or None,
+                       max_epochs=p.max_epochs or None, heartbeat_seconds=p.heartbeat_seconds,
+                       max_attempts=p.max_attempts)
+        request = dict(job_id=job.id, worker=worker, db=self.store.url, device=slot.device,
+                       options=options, threads=self.threads, log=str(log))
+        from benchmark.runner.child import run_child
+
+        reader, writer = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(target=run_child, args=(writer, request), name=f"bench-job-{job.id}")
+        try:
+            process.start()
+        except BaseException as e:
+            reader.close()
+            writer.close()
+            self.store.fail_attempt(job.id, f"could not start the job's process: {e}", p.max_attempts, worker=worker)
+            slot.release()
+            raise
+        writer.close()
+        task = self.progress.add_task("", total=None, info="starting")
+        r = Running(slot, job, worker, process, reader, log, task)
+        self.progress.update(task, description=r.title)
+        self.running.append(r)
+
+    # -- children ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        for r in list(self.running):
+            while not r.eof:
+                try:
+                    if not r.conn.poll():
+                        break
+                    kind, data = r.conn.recv()
+                except (EOFError, OSError):
+                    r.eof = True
+                    break
+                self._message(r, kind, data)
+            if r.process.exitcode is not None:
+                self._reap(r, interrupted=bool(self.signals))
+
+    def _message(self, r: Running, kind: str, data: dict[str, Any]) -> None:
+        if kind == "step":
+            r.epoch, r.epochs, r.loss, r.error = data["epoch"], data["epochs"], data["loss"], data["error"]
+            if not r.timed:  # start the clock at the first step, so a resumed job's ETA is not skewed
+                r.timed = True
+                self.progress.reset(r.task, total=data["iterations"], completed=data["iteration"])
+            self.progress.update(r.task, total=data["iterations"], completed=data["iteration"], info=r.info())
+        elif kind == "epoch":
+            r.epoch = max(r.epoch, data["epoch"])
+            r.loss, r.error, r.test_error = data["loss"], data["error"], data["test_error"]
+            if r.timed and data.get("iteration") is not None:
+                self.progress.update(r.task, completed=data["iteration"])
+            self.progress.update(r.task, info=r.info())
+        elif kind == "start":
+            self.progress.update(r.task, info=f"epoch {data['epochs_done'] + 1}: loading data")
+        elif kind == "end":
+            r.outcome, r.message = data["outcome"], data.get("message", "")
+
+    def _reap(self, r: Running, *, interrupted: bool) -> None:
+        """The child has exited (or was killed): settle its job and free its slot."""
+        r.process.join(5)
+        label = f"{r.job.label} s{r.job.seed} (job {r.job.id})"
+        outcome = r.outcome
+        if outcome is None:  # died without telling us how its job ended
+            reason = exit_reason(r.process.exitcode)
+            if interrupted:
+                released = self.store.release(r.job.id, worker=r.worker)
+                outcome = "released" if released else "lost"
+            else:
+                tail = log_tail(r.log)
+                state = self.store.fail_attempt(
+                    r.job.id, f"{reason}; log {r.log}" + (f", last lines:\n{tail}" if tail else ""),
+                    self.profile.max_attempts, worker=r.worker)
+                outcome = "crashed" if state else "lost"
+                self._say(f"[red]{label}: {reason}; "
+                          + ("back in the queue" if state == "queued" else f"{state or 'gone'}") + "[/red]")
+        elif outcome in ("failed", "diverged"):
+            self._say(f"[{'red' if outcome == 'failed' else 'yellow'}]{label}: {outcome}: {r.message}"
+                      f"[/]")
+        elif outcome == "oom":
+            self._say(f"[red]{label}: out of memory on {r.slot.device.name}; {r.message}[/red]")
+        elif outcome == "released":
+            if not interrupted:
+                self.tried.add(r.job.id)  # paused by max_epochs
+            self._say(f"{label}: paused at its last checkpoint (queued)")
+        elif outcome == "done":
+            self._say(f"[green]{label}: done[/green]")
+        self.outcomes[outcome] += 1
+        r.conn.close()
+        try:
+            r.process.close()
+        except ValueError:
+            pass
+        r.slot.release()
+        self.progress.remove_task(r.task)
+        self.running.remove(r)
+        self.exhausted = False  # a job may have gone back to the queue
+        self._refresh_overall()
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    # -- the database --------------------------------------------------------------------------
+
+    def _requeue_stale(self) -> None:
+        moved = self.store.requeue_stale(self.profile.stale_timeout, self.profile.max_attempts)
+        if moved:
+            self._say(f"took back {len(moved)} job(s) of lost workers: {', '.join(map(str, moved))}")
+            self.exhausted = False
+
+    def _refresh_overall(self) -> None:
+        if self.overall is None:
+            return
+        rows = [s for s in self.store.suites() if self.suites is None or s["name"] in self.suites]
+        total = sum(s["jobs"] for s in rows)
+        final = sum(s[state] for s in rows for state in FINAL_STATES)
+        counts = {state: sum(s[state] for s in rows) for state in ("queued", "running", "failed", "diverged")}
+        info = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        names = ", ".join(s["name"] for s in rows) or "no suite"
+        self.progress.update(self.overall, description=f"[bold]{names}", total=total, completed=final, info=info)
+
+
+def run_worker(store: Store, profile: RunnerProfile, suites: Sequence[str] | None = None, *, wait: bool = False,
+               show: bool = True, console: Console | None = None) -> tuple[Counter, int]:
+    """Run a worker; returns (outcomes, exit code): 0, or 128 + the signal that stopped it."""
+    worker = Worker(store, profile, suites, wait=wait, show=show, console=console)
+    outcomes = worker.run()
+    code = 128 + worker.signals[0] if worker.signals else 0
+    return outcomes, code
