@@ -198,11 +198,12 @@ def test_a_slot_held_by_another_process_is_never_given_out(tmp_path):
 # Workers
 
 
+@pytest.mark.slow
 def test_four_workers_share_one_sqlite_file(tmp_path):
     """4 `bench worker` processes (as if on 4 hosts: each its own slot locks), 40 jobs, one SQLite
     file: every job done exactly once, epochs 1..E once each, no locking error."""
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    suite = write_suite(tmp_path / "many.toml", name="many", seeds=range(20),
+    suite = write_suite(tmp_path / "many.toml", name="many", seeds=range(20), images=64,
                         entries={"plain": 'model = { shortcut = "none" }', "res": ""})
     from benchmark.suite import load_suite
 
@@ -223,6 +224,7 @@ def test_four_workers_share_one_sqlite_file(tmp_path):
     assert len(pids) >= 2, pids  # the work was really shared
 
 
+@pytest.mark.slow
 def test_device_slots_never_hold_more_than_jobs_per_device_across_processes(tmp_path):
     """Two workers, 2 fake GPUs, 2 jobs per GPU: worker A may only use GPU 0, worker B both. B
     wants 4 jobs at once but must leave A's slots alone: never more than 2 jobs on one GPU."""
@@ -271,6 +273,7 @@ def reference(tmp_path_factory):
     return metric_table(url)
 
 
+@pytest.mark.slow
 def test_worker_killed_with_sigkill_mid_job_is_taken_over_and_finishes_identically(tmp_path, reference):
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     suite = write_suite(tmp_path / "one.toml", name="one", images=256, epochs=3)
@@ -306,6 +309,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_sigint_gives_the_job_back_with_its_checkpoint_and_a_rerun_finishes_it_identically(tmp_path, reference):
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     suite = write_suite(tmp_path / "one.toml", name="one", images=256, epochs=3)
@@ -330,6 +334,7 @@ def test_sigint_gives_the_job_back_with_its_checkpoint_and_a_rerun_finishes_it_i
     assert metric_table(url) == reference
 
 
+@pytest.mark.slow
 def test_raise_oom_crash_and_divergence_end_in_their_states_while_other_jobs_finish(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     suite = write_suite(tmp_path / "bad.toml", name="bad", entries={
@@ -355,6 +360,7 @@ def test_raise_oom_crash_and_divergence_end_in_their_states_while_other_jobs_fin
     assert "out of memory" in out and "diverged" in out
 
 
+@pytest.mark.slow
 def test_bench_run_killed_with_sigkill_then_rerun_finishes_every_job_without_duplicates(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     suite = write_suite(tmp_path / "s.toml", seeds=[0, 1], epochs=3)
@@ -399,3 +405,59 @@ def test_worker_refuses_an_old_schema_with_exit_2_and_the_upgrade_command(tmp_pa
                             text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "bench db upgrade" in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# Slurm (no cluster here: the parameters are checked against submitit's, and the same submission
+# runs through submitit's LocalExecutor)
+
+
+def test_slurm_parameters_are_ones_submitit_accepts_and_the_command_is_a_worker(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    from submitit.auto.auto import AutoExecutor
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    from benchmark.runner.slurm import slurm_parameters, worker_command
+
+    profile = load_profile(ROOT / "runners" / "slurm.toml")
+    params = slurm_parameters(profile.slurm)
+    generic = AutoExecutor._valid_parameters()
+    for key in params:
+        assert key in generic or key.removeprefix("slurm_") in SlurmExecutor._valid_parameters(), key
+    assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 24 * 60 and params["gpus_per_node"] == 1
+    slurm_only = {k.removeprefix("slurm_"): v for k, v in params.items() if k.startswith("slurm_")}
+    sbatch = _make_sbatch_string(command="bench worker", folder=tmp_path, job_name="bench-worker",
+                                 time=params["timeout_min"], gpus_per_node=params["gpus_per_node"],
+                                 cpus_per_task=params["cpus_per_task"], mem=f"{params['mem_gb']}GB", **slurm_only)
+    assert "#SBATCH --partition=gpu" in sbatch and "#SBATCH --gpus-per-node=1" in sbatch
+
+    cmd = worker_command("sqlite:///db/results.sqlite", "runners/slurm.toml", ["he2016"])
+    assert cmd[1:4] == ["-m", "benchmark.cli", "worker"]
+    assert cmd[cmd.index("--db") + 1] == f"sqlite:///{Path('db/results.sqlite').resolve()}"  # absolute: another node
+    assert cmd[cmd.index("--runner") + 1] == str((Path("runners") / "slurm.toml").resolve())
+    assert cmd[-2:] == ["--suite", "he2016"]
+    assert submitit.__version__
+
+
+def test_slurm_without_submitit_says_how_to_install_it(tmp_path, monkeypatch):
+    from benchmark.runner.slurm import SlurmError, submit
+
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    with pytest.raises(SlurmError, match=r"pip install -e '\.\[slurm\]'"):
+        submit(load_profile(ROOT / "runners" / "slurm.toml"), "sqlite:///x.sqlite", ["s"])
+
+
+@pytest.mark.slow
+def test_run_with_a_slurm_profile_submits_workers_that_do_the_jobs(tmp_path):
+    """`bench run SUITE --runner slurm-profile` registers and submits; the submitted `bench worker`
+    (run here by submitit's LocalExecutor, the test hook `executor = "local"`) does the jobs."""
+    pytest.importorskip("submitit")
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    suite = write_suite(tmp_path / "s.toml", seeds=[0, 1])
+    profile = write_profile(tmp_path, devices="cpu", workers=2)
+    Path(profile).write_text(Path(profile).read_text() + f'[slurm]\nworkers = 1\ntime = 10\nexecutor = "local"\n'
+                             f'log_dir = "{tmp_path / "slurm"}"\n')
+    out = finish(start(tmp_path, "run", suite, "--db", url, "--runner", profile))
+    assert "submitted 1 `bench worker` job(s)" in out and "SQLite file" in out, out
+    wait_until(lambda: (Store(url).jobs_frame().state == "done").all(), 180, "the submitted worker")
+    assert_complete(url, epochs=2)

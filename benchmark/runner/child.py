@@ -40,7 +40,7 @@ import torch  # noqa: F401  (the fork server imports this module once; every job
 
 from benchmark.runner.devices import Device
 from benchmark.runner.job import JobOptions, execute
-from benchmark.store import Store
+from benchmark.store import Store, head_revision
 from benchmark.store.store import dead_local_worker
 from benchmark.train import Step
 
@@ -52,6 +52,7 @@ FAULT_ENV = "BENCH_FAULT"
 _environment_module = sys.modules["benchmark.store.environment"]
 _GIT_VERSION = _environment_module.git_version()
 _environment_module.git_version = lambda: dict(_GIT_VERSION)
+head_revision()  # and read the migration scripts once here rather than in every job's Store()
 STEP_INTERVAL_S = 0.25
 
 
