@@ -388,38 +388,36 @@ def _format_label(template: str, spec: JobSpec, where: str, problems: _Problems)
 
 
 def _parse_published(items: Any, labels: list[str], problems: _Problems) -> list[Published]:
-    out = []
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        where = f"published[{i}]"
-        if not isinstance(item, dict):
-            problems.add(where, "must be a table")
-            continue
-        for required in ("label", "value", "source"):
-            if required not in item:
-                problems.add(f"{where}.{required}", "missing (every published number needs label, value and source)")
-        if "label" in item and item["label"] not in labels:
-            _suggest(item["label"], labels, f"{where}.label", problems, "a label of this suite")
-        p = _build(Published, Published(label="", value=0.0), item, "published",
-                   {f"published.{k}": f"{where}.{k}" for k in item}, problems)
-        out.append(p)
+    out = _parse_records(items, "published", Published(label="", value=0.0), ("label", "value", "source"), problems)
+    for i, p in enumerate(out):
+        if p.label and p.label not in labels:
+            _suggest(p.label, labels, f"published[{i}].label", problems, "a label of this suite")
     return out
 
 
 def _parse_claims(items: Any, labels: list[str], problems: _Problems) -> list[Claim]:
+    out = _parse_records(items, "claim", Claim(name="", text="", expr=""), ("name", "text", "expr"), problems)
+    for i, claim in enumerate(out):
+        if claim.expr:
+            _validate_claim(claim.expr, labels, f"claim[{i}].expr", problems)
+    return out
+
+
+def _parse_records(items: Any, kind: str, empty: Any, required: tuple[str, ...], problems: _Problems) -> list[Any]:
+    """[[published]] and [[claim]] tables: required keys present, every key a field of the dataclass."""
+    if not isinstance(items, list):
+        problems.add(kind, f"must be an array of tables: write [[{kind}]]")
+        return []
     out = []
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        where = f"claim[{i}]"
+    for i, item in enumerate(items):
+        where = f"{kind}[{i}]"
         if not isinstance(item, dict):
             problems.add(where, "must be a table")
             continue
-        for required in ("name", "text", "expr"):
-            if required not in item:
-                problems.add(f"{where}.{required}", "missing (every claim needs name, text and expr)")
-        claim = _build(Claim, Claim(name="", text="", expr=""), item, "claim",
-                       {f"claim.{k}": f"{where}.{k}" for k in item}, problems)
-        if claim.expr:
-            _validate_claim(claim.expr, labels, f"{where}.expr", problems)
-        out.append(claim)
+        for key in required:
+            if key not in item:
+                problems.add(f"{where}.{key}", f"missing (every {kind} entry needs {', '.join(required)})")
+        out.append(_build(type(empty), empty, item, kind, {f"{kind}.{k}": f"{where}.{k}" for k in item}, problems))
     return out
 
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from benchmark.config import ModelConfig
-from benchmark.models.resnet import build_model, count_params, num_blocks
+from benchmark.models.layout import num_blocks
 
 PRESETS: dict[str, ModelConfig] = {}
 
@@ -36,6 +36,8 @@ def get_preset(name: str) -> ModelConfig:
 
 @lru_cache(maxsize=None)
 def _params(name: str) -> int:
+    from benchmark.models.resnet import build_model, count_params  # torch: only when counting
+
     return count_params(build_model(PRESETS[name]))
 
 
