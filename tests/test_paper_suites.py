@@ -319,3 +319,48 @@ def test_every_model_builds_and_steps(name: str, one_thread) -> None:
         _one_step(spec)
         _STEPPED[spec.model] = time.perf_counter() - t0
         assert _STEPPED[spec.model] < STEP_SECONDS_MAX, f"{name}/{label}: one CPU step took {_STEPPED[spec.model]:.1f}s"
+
+
+# ----------------------------------------------------------------------------------------------
+# Claims agree with the published numbers they cite
+
+
+class _PublishedLookup:
+    """final(label) = the published value and std(label) = 0 (one published number); anything else
+    (training error, epochs, alpha, labels without a published value) is pending, so only claims about
+    published test errors are decided."""
+
+    def __init__(self, suite) -> None:
+        self.values = {}
+        for p in suite.published:
+            self.values.setdefault(p.label, p.value)  # first published value of a label (e.g. best of 5)
+
+    def final(self, label: str, metric: str) -> float:
+        from benchmark.report.claims import ClaimPending
+
+        if metric != "test_error" or label not in self.values:
+            raise ClaimPending(label)
+        return self.values[label]
+
+    def std(self, label: str, metric: str) -> float:
+        return 0.0 * self.final(label, metric)
+
+    def _pending(self, label: str, *args) -> float:
+        from benchmark.report.claims import ClaimPending
+
+        raise ClaimPending(label)
+
+    best = last = epoch_reaching = _pending
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_claims_hold_on_the_published_numbers(name: str) -> None:
+    """A claim decidable from the suite's own published test errors must hold on them: a claim that
+    contradicts its source is a typo (a label or a direction)."""
+    from benchmark.report.claims import evaluate_claim
+
+    suite = suite_of(name)
+    lookup = _PublishedLookup(suite)
+    for claim in suite.claims:
+        result = evaluate_claim(claim.expr, lookup, suite.labels)
+        assert result.verdict in ("holds", "pending"), f"{name} claim {claim.name} fails on the published numbers: {result.numbers}"
