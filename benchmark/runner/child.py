@@ -53,6 +53,8 @@ _environment_module = sys.modules["benchmark.store.environment"]
 _GIT_VERSION = _environment_module.git_version()
 _environment_module.git_version = lambda: dict(_GIT_VERSION)
 head_revision()  # and read the migration scripts once here rather than in every job's Store()
+# The first optimiser of a process imports torch._dynamo (over a second): pay that once, here.
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 STEP_INTERVAL_S = 0.25
 
 

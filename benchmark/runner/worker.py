@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,9 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["benchmark.runner.child"])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # it imports torch while this process looks at the queue
         return ctx
     return mp.get_context("spawn")
 
@@ -149,7 +153,9 @@ class Worker:
         where = ", ".join(sorted({d.name + (" (fake)" if d.fake else "") for d in self.devices}))
         self.console.print(f"worker {self.host}:{os.getpid()}: {self.pool.size} slot(s) on {where}, "
                            f"{self.threads} CPU thread(s) per job", highlight=False)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         next_stale = next_overall = 0.0
         try:
             with self.progress:
@@ -308,6 +314,14 @@ class Worker:
     def _reap(self, r: Running, *, interrupted: bool) -> None:
         """The child has exited (or was killed): settle its job and free its slot."""
         r.process.join(5)
+        while not r.eof:  # what it said just before exiting may still be in the pipe
+            try:
+                if not r.conn.poll(1.0):
+                    break
+                kind, data = r.conn.recv()
+            except (EOFError, OSError):
+                break
+            self._message(r, kind, data)
         label = f"{r.job.label} s{r.job.seed} (job {r.job.id})"
         outcome = r.outcome
         if outcome is None:  # died without telling us how its job ended
