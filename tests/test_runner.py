@@ -407,6 +407,12 @@ def test_worker_refuses_an_old_schema_with_exit_2_and_the_upgrade_command(tmp_pa
     assert "bench db upgrade" in result.stderr and "Traceback" not in result.stderr + result.stdout
 
 
+def test_worker_for_an_unknown_suite_names_the_registered_ones(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    result = CliRunner().invoke(main, ["worker", "--db", url, "--suite", "nope", "--devices", "cpu"])
+    assert result.exit_code == 2 and "no suite named 'nope'" in result.output and "registered: none" in result.output
+
+
 # ----------------------------------------------------------------------------------------------
 # Slurm (no cluster here: the parameters are checked against submitit's, and the same submission
 # runs through submitit's LocalExecutor)

@@ -39,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
 from benchmark.runner.profile import RunnerProfile
-from benchmark.store import FINAL_STATES, JobRecord, Store
+from benchmark.store import FINAL_STATES, JobRecord, NotFound, Store, display_url
 
 FINAL_OUTCOMES = ("done", "diverged", "failed")
 LOG_TAIL_CHARS = 1500
@@ -126,6 +126,13 @@ class Worker:
         self.store = store
         self.profile = profile
         self.suites = list(suites) if suites else None
+        if self.suites:
+            registered = {s["name"] for s in store.suites()}
+            missing = [name for name in self.suites if name not in registered]
+            if missing:
+                raise NotFound(f"no suite named {', '.join(map(repr, missing))} in {display_url(store.url)}; "
+                               f"registered: {', '.join(sorted(registered)) or 'none'} (register one with "
+                               "`bench run SUITE.toml`)")
         self.wait = wait
         self.console = console or Console(stderr=True)
         self.devices = devices if devices is not None else discover(profile.devices)
