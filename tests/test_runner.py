@@ -229,7 +229,7 @@ def test_device_slots_never_hold_more_than_jobs_per_device_across_processes(tmp_
     """Two workers, 2 fake GPUs, 2 jobs per GPU: worker A may only use GPU 0, worker B both. B
     wants 4 jobs at once but must leave A's slots alone: never more than 2 jobs on one GPU."""
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    suite = write_suite(tmp_path / "s.toml", seeds=range(10))
+    suite = write_suite(tmp_path / "s.toml", seeds=range(16))  # enough for A not to finish before B starts
     from benchmark.suite import load_suite
 
     with Store(url) as s:
