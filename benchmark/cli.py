@@ -23,12 +23,16 @@ class BenchGroup(click.Group):
     exit code 2 instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from benchmark.data import DataError
         from benchmark.store import StoreError
 
         try:
             return super().invoke(ctx)
-        except (SuiteError, StoreError, DataError) as e:
+        except Exception as e:
+            # DataError lives with the torch-based data code: if that was never imported, it was not raised.
+            data = sys.modules.get("benchmark.data")
+            user_errors = (SuiteError, StoreError) + ((data.DataError,) if data else ())
+            if not isinstance(e, user_errors):
+                raise
             console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
             sys.exit(2)
 
@@ -52,16 +56,6 @@ def _store(db: str | None):
     from benchmark.store import Store
 
     return Store(db)
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine; use --device cpu", param_hint="--device")
-    return device
 
 
 @main.command()
@@ -134,7 +128,7 @@ def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -
         with tempfile.TemporaryDirectory(prefix="bench-quick-") as tmp:
             runner["checkpoint_dir"] = str(Path(tmp) / "checkpoints")
             _run(suite, f"sqlite:///{tmp}/quick.sqlite", runner)
-            _print_status(_store(f"sqlite:///{tmp}/quick.sqlite").jobs_frame([suite.name]))
+            _print_status(_store(f"sqlite:///{tmp}/quick.sqlite"), [suite.name])
         return
     _run(suite, db, runner)
 
@@ -253,8 +247,7 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
         click.echo("no jobs in the database; register some with `bench run SUITE`")
         return
     if not watch:
-        Console().print(status_table(frame))
-        click.echo(summary(frame))
+        _print_status(store, list(suites) or None, frame)
         return
     import time
 
@@ -276,17 +269,12 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
         pass
 
 
-STATE_STYLE = {"done": "green", "running": "cyan", "queued": "", "diverged": "yellow", "failed": "red"}
+def _print_status(store, suites, frame=None) -> None:
+    from benchmark.runner.status import status_frame, status_table, summary
 
-
-def _print_status(frame) -> None:
-    table = Table("suite", "label", "seed", "state", "epochs", "attempts", "worker", "device")
-    for row in frame.itertuples():
-        table.add_row(row.suite, row.label, str(row.seed), f"[{STATE_STYLE[row.state]}]{row.state}",
-                      str(row.epochs_done), str(row.attempts), str(row.worker or ""), str(row.device or ""))
-    Console().print(table)
-    counts = frame.state.value_counts().to_dict()
-    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    frame = status_frame(store, suites) if frame is None else frame
+    Console().print(status_table(frame))
+    click.echo(summary(frame))
 
 
 @main.command()

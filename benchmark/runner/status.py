@@ -6,6 +6,7 @@ import math
 from typing import Sequence
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 from benchmark.store import Store
@@ -67,8 +68,14 @@ def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFr
 
 
 def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    table = Table("suite", "label", "seed", "state", "epochs", "test err", "ETA", "attempts", "worker", "device",
-                  title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    # Suite and label say which job it is: never truncate them; the worker column gives way first.
+    for name in ("suite", "label"):
+        table.add_column(name, no_wrap=True, min_width=len(name))
+    for name in ("seed", "state", "epochs", "test err", "ETA", "tries"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("worker", overflow="ellipsis")
+    table.add_column("device", no_wrap=True)
     for row in frame.itertuples():
         epochs = f"{row.epochs_done}/{row.epochs}" if row.epochs else str(row.epochs_done)
         err = "" if math.isnan(row.test_error) else f"{row.test_error:.2f}%"
