@@ -22,7 +22,7 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from benchmark.config import (
     RuntimeConfig,
     ScheduleConfig,
 )
+from benchmark.errors import ConfigFileError
 from benchmark.suite_types import Claim, Job, Published, Suite
 
 SECTIONS: dict[str, type] = {
@@ -49,14 +50,10 @@ ENTRY_KEYS = ("label", "seeds", "grid", "note", *SECTIONS)
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigFileError):
     """A suite file is wrong. The message names the file, each bad key path and what is allowed."""
 
-    def __init__(self, path: str, problems: list[str]):
-        self.path = path
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{path}: {len(problems)} problem(s) in suite file:\n{lines}")
+    what = "suite file"
 
 
 @dataclass

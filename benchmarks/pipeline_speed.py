@@ -144,7 +144,7 @@ def main(argv=None):
         for w in a.workers:
             dl = DataLoader(ds, batch_size=a.batch_size, shuffle=True, num_workers=w,
                             pin_memory=device.type == "cuda", persistent_workers=w > 0)
-            results.append((f"DataLoader workers={w}", *timed(lambda e: iter(dl), device, model, opt,
+            results.append((f"DataLoader workers={w}", *timed(lambda e, dl=dl: iter(dl), device, model, opt,
                                                               a.channels_last, a.epochs)))
             del dl
         for name, ips, spe in results:

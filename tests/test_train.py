@@ -5,7 +5,6 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 
 from benchmark.config import DataConfig, JobSpec, ModelConfig, OptimConfig, ScheduleConfig
 from benchmark.train import CheckpointError, _length, _lr, _optimizer, _State, train

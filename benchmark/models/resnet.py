@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.config import ModelConfig
-from benchmark.models.blocks import (ResidualUnit, ScalarBias, conv, make_shortcut, nonorm_branch, post_branch,
+from benchmark.models.blocks import (ResidualUnit, conv, make_shortcut, nonorm_branch, post_branch,
                                      pre_branch)
 from benchmark.models.layout import BOTTLENECK_EXPANSION, stage_sizes, validate
 

@@ -15,15 +15,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from benchmark.errors import ConfigFileError
 
-class RunnerProfileError(ValueError):
+
+class RunnerProfileError(ConfigFileError):
     """A runner profile is wrong. The message names the file, each bad key and what is allowed."""
 
-    def __init__(self, path: str, problems: list[str]):
-        self.path = path
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{path}: {len(problems)} problem(s) in runner profile:\n{lines}")
+    what = "runner profile"
 
 
 def default_lock_dir() -> str:
