@@ -214,15 +214,20 @@ def worker(db: str | None, suites: tuple[str, ...], wait: bool, **runner) -> Non
 
 
 def _print_jobs(suite) -> None:
-    table = Table("label", "seed", "key", "model", "data", "schedule", "batch", "lr",
-                  title=f"{suite.name}: {len(suite.jobs)} jobs (dry run: nothing registered or trained)")
+    from rich import box
+
+    table = Table(title=f"{suite.name}: {len(suite.jobs)} jobs (dry run: nothing registered or trained)",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("label", no_wrap=True)
+    for name in ("seed", "key", "model", "data", "schedule", "batch", "lr"):
+        table.add_column(name, overflow="fold")
     for job in suite.jobs:
         m, d, s, o = job.spec.model, job.spec.data, job.spec.schedule, job.spec.optim
         scale = "" if m.residual_scale == "none" else f" {m.residual_scale}" + (f"={m.tau:.3g}" if m.tau else "")
-        model = f"{m.depth} {m.block} {m.order} {m.shortcut}{scale}" + (" no-BN" if m.norm == "none" else "")
-        warmup = "" if s.warmup == "none" else f" +warmup {s.warmup}"
-        table.add_row(job.label, str(job.seed), job.key, model, d.dataset,
-                      f"{s.length} {s.unit}s{warmup}", str(o.batch_size), f"{o.lr:g}")
+        model = f"{m.depth} {m.block}/{m.order}/{m.shortcut}{scale}" + (" no-BN" if m.norm == "none" else "")
+        warmup = "" if s.warmup == "none" else f" +{s.warmup}"
+        table.add_row(job.label, str(job.seed), job.key[:8], model, d.dataset,
+                      f"{s.length} {'it' if s.unit == 'iteration' else 'ep'}{warmup}", str(o.batch_size), f"{o.lr:g}")
     Console().print(table)
 
 

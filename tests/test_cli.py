@@ -132,3 +132,22 @@ def test_cpu_torch_brings_no_cuda_packages():
         pytest.skip("a CUDA build of torch is installed (a GPU user's own torch is kept)")
     names = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
     assert not {n for n in names if n.startswith("nvidia-")}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_runs_a_paper_suite_end_to_end_on_real_images(shared_data):
+    """--quick: every cell of a real suite for a few iterations, into a throw-away database."""
+    result = bench("run", str(ROOT / "suites" / "rezero_resnet56.toml"), "--quick", "--devices", "cpu",
+                   "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    assert "rezero_resnet56-quick" in result.output and "3 done" in result.output
+
+
+def test_dry_run_lists_the_jobs_and_touches_nothing(tmp_path):
+    db = tmp_path / "untouched.sqlite"
+    result = bench("run", str(ROOT / "suites" / "he2016_table.toml"), "--dry-run", "--db", f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    assert "50 jobs" in result.output and "resnet-110" in result.output
+    assert not db.exists()
