@@ -61,6 +61,7 @@ class ModelConfig:
 # Data: readers, splits and the device-resident augmentation pipeline.
 
 Dataset = Literal["cifar10", "cifar100", "synthetic"]
+NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 Normalize = Literal["per_pixel_mean", "channel_mean", "channel_mean_std"]
 PadMode = Literal["zeros", "edge", "reflect"]
 Flip = Literal["none", "horizontal", "any"]  # any = albumentations Flip: horizontal, vertical or both
@@ -179,7 +180,7 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
         if f.name not in d:
             continue
         v = d[f.name]
-        sub = _CONFIG_CLASSES.get(f.name) if cls is JobSpec else None
+        sub = SECTIONS.get(f.name) if cls is JobSpec else None
         if sub is not None:
             v = from_dict(sub, v)
         elif isinstance(v, list):
@@ -188,7 +189,8 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-_CONFIG_CLASSES: dict[str, type] = {
+# The sections of a job, as suite files and stored configs name them.
+SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
     "optim": OptimConfig,

@@ -26,28 +26,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config import (
-    DataConfig,
-    JobSpec,
-    ModelConfig,
-    OptimConfig,
-    RuntimeConfig,
-    ScheduleConfig,
-)
+from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, JobSpec, ModelConfig
 from benchmark.errors import ConfigFileError
+from benchmark.models import ModelConfigError, get_preset, num_blocks, validate
 from benchmark.suite_types import Claim, Job, Published, Suite
 
-SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "data": DataConfig,
-    "optim": OptimConfig,
-    "schedule": ScheduleConfig,
-    "runtime": RuntimeConfig,
-}
 TOP_LEVEL = ("suite", "defaults", "entry", "published", "claim")
 SUITE_KEYS = ("name", "title", "description", "source", "protocol", "tolerance", "select", "seeds")
 ENTRY_KEYS = ("label", "seeds", "grid", "note", *SECTIONS)
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
 class SuiteError(ConfigFileError):
@@ -229,8 +215,6 @@ def _resolve_spec(
     model_base = ModelConfig()
     preset = layers["model"].pop("preset", None)
     if preset is not None:
-        from benchmark.models import get_preset
-
         try:
             model_base = get_preset(preset)
         except KeyError as e:
@@ -242,7 +226,6 @@ def _resolve_spec(
     for section, cls in SECTIONS.items():
         base = model_base if section == "model" else cls()
         built[section] = _build(cls, base, layers[section], section, origin, problems)
-    seed = 0
     if len(problems.items) > before:
         return None
 
@@ -256,14 +239,12 @@ def _resolve_spec(
             return None
         model = replace(model, tau=value)
     spec = JobSpec(model=model, data=data, optim=built["optim"], schedule=built["schedule"],
-                   runtime=built["runtime"], seed=seed)
+                   runtime=built["runtime"])
     return _check_spec(spec, where, problems)
 
 
 def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | None:
     """Cross-field rules: the model must build, and the schedule must make sense."""
-    from benchmark.models import ModelConfigError, validate
-
     try:
         validate(spec.model)
     except ModelConfigError as e:
@@ -297,8 +278,6 @@ def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) 
     if not m:
         problems.add(where, f"{tau!r} is not allowed; expected a number or a rule like \"1/sqrt(L)\" or \"0.5/sqrt(L)\"")
         return None
-    from benchmark.models import num_blocks
-
     c = float(m.group(1) or 1.0)
     return c / math.sqrt(num_blocks(model))
 

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import JobSpec, ScheduleConfig
-from benchmark.data import DeviceLoader, Splits, load_splits, make_loaders
+from benchmark.data import DeviceLoader, load_splits, make_loaders
 from benchmark.models import build_model, residual_scales
 
 Status = Literal["done", "diverged", "stopped"]
+STEP_EVERY = 10  # iterations between progress reports: each one syncs the device for loss.item()
 WARMUP_WINDOW = 50  # iterations over which "training error below X" is judged (He 2016 §4.2)
 CHECKPOINT_VERSION = 1
 
@@ -73,19 +74,17 @@ def train(
     *,
     device: str | torch.device = "cpu",
     data_dir: str | Path | None = None,
-    splits: Splits | None = None,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
     on_step: Callable[[Step], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     max_epochs: int | None = None,
-    step_every: int = 10,
 ) -> TrainResult:
     """Run (or continue) ``spec``. ``on_epoch(epoch, metrics)`` is called once per epoch, 1-based,
     after the checkpoint of that epoch is on disk; on resume it is replayed for the epochs already done
     so a store that missed them catches up (writes are idempotent upserts)."""
     device = torch.device(device)
-    splits = splits if splits is not None else load_splits(spec.data, data_dir)
+    splits = load_splits(spec.data, data_dir)
 
     torch.manual_seed(spec.seed)  # model initialisation is a function of the seed alone
     model = build_model(spec.model).to(device)
@@ -143,7 +142,7 @@ def train(
                 if (len(state.recent_errors) == WARMUP_WINDOW
                         and sum(state.recent_errors) / WARMUP_WINDOW < spec.schedule.warmup_until_error):
                     state.warming = False
-            if on_step is not None and state.iteration % step_every == 0:
+            if on_step is not None and state.iteration % STEP_EVERY == 0:
                 running = loss_sum.item() / seen
                 if not math.isfinite(running):
                     break  # diverged: no point finishing the epoch

@@ -12,11 +12,11 @@ from benchmark.data.cifar import DataError, read_cifar10, read_cifar100, resolve
 from benchmark.data.download import ARCHIVES, download, is_present
 from benchmark.data.pipeline import (DeviceLoader, NormStats, augment, draw_epoch, epoch_seed, make_loaders,
                                      normalization_stats)
-from benchmark.data.splits import NUM_CLASSES, Splits, load_splits, val_split_indices
+from benchmark.data.splits import Splits, load_splits, val_split_indices
 from benchmark.data.synthetic import make_synthetic
 
 __all__ = [
-    "ARCHIVES", "DataError", "DeviceLoader", "NUM_CLASSES", "NormStats", "Splits", "augment", "download",
+    "ARCHIVES", "DataError", "DeviceLoader", "NormStats", "Splits", "augment", "download",
     "draw_epoch", "epoch_seed", "is_present", "load_splits", "make_loaders", "make_synthetic",
     "normalization_stats", "read_cifar10", "read_cifar100", "resolve_data_dir", "val_split_indices",
 ]

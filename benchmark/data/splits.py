@@ -14,14 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.config import DataConfig
+from benchmark.config import NUM_CLASSES, DataConfig
 from benchmark.data.cifar import DataError, read_cifar10, read_cifar100, resolve_data_dir
-from benchmark.data.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
 from benchmark.data.synthetic import synthetic_splits
 
 VAL_SPLIT_SEED = 20160101
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": SYNTHETIC_CLASSES}
 
 
 @dataclass(frozen=True, eq=False)

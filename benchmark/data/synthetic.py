@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-NUM_CLASSES = 10
+from benchmark.config import NUM_CLASSES as CLASSES
+
+NUM_CLASSES = CLASSES["synthetic"]
 TRAIN_SEED = 0xC1FA
 TEST_SEED = 0xC1FB
 
