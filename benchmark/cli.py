@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from benchmark.errors import UserError
 from benchmark.report.cli import check, report
 from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
 from benchmark.suite import quick as quick_variant
@@ -19,21 +21,14 @@ console = Console(stderr=True)
 
 
 class BenchGroup(click.Group):
-    """Turns the errors a user can cause (a bad suite, database or data folder) into a message and
-    exit code 2 instead of a traceback."""
+    """Turns every error a user can fix (``benchmark.errors.UserError``: a bad suite, profile, database,
+    data folder, device list) into a message and exit code 2 instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from benchmark.store import StoreError
-
         try:
             return super().invoke(ctx)
-        except Exception as e:
-            # DataError lives with the torch-based data code: if that was never imported, it was not raised.
-            data = sys.modules.get("benchmark.data")
-            user_errors = (SuiteError, StoreError) + ((data.DataError,) if data else ())
-            if not isinstance(e, user_errors):
-                raise
-            console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        except UserError as e:
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -67,7 +62,7 @@ def validate(suites: tuple[str, ...]) -> None:
         try:
             suite = load_suite(path)
         except SuiteError as e:
-            console.print(f"[red]✗[/red] {e}", highlight=False)
+            console.print(f"[red]✗[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             failed = True
             continue
         cells = len(suite.labels)
@@ -133,23 +128,6 @@ def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -
     _run(suite, db, runner)
 
 
-class _RunnerErrors:
-    """A bad runner profile, device list or Slurm set-up: a message and exit code 2, no traceback."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        from benchmark.runner.devices import DeviceError
-        from benchmark.runner.profile import RunnerProfileError
-        from benchmark.runner.slurm import SlurmError
-
-        if isinstance(error, (RunnerProfileError, DeviceError, SlurmError)):
-            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-            sys.exit(2)
-        return False
-
-
 def _profile(runner: dict):
     from benchmark.runner.profile import load_profile
 
@@ -163,15 +141,14 @@ def _profile(runner: dict):
 def _run(suite, db: str | None, runner: dict) -> None:
     from benchmark.runner.worker import run_worker
 
-    with _RunnerErrors():
-        profile = _profile(runner)
-        store = _store(db)
-        added, present = store.register_suite(suite)
-        click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
-        if profile.slurm is not None:
-            _submit(profile, store.url, [suite.name])
-            return
-        outcomes, code = run_worker(store, profile, [suite.name], console=console)
+    profile = _profile(runner)
+    store = _store(db)
+    added, present = store.register_suite(suite)
+    click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
+    if profile.slurm is not None:
+        _submit(profile, store.url, [suite.name])
+        return
+    outcomes, code = run_worker(store, profile, [suite.name], console=console)
     counts = store.jobs_frame([suite.name]).state.value_counts().to_dict()
     click.echo("jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     if outcomes.get("released"):
@@ -205,10 +182,9 @@ def worker(db: str | None, suites: tuple[str, ...], wait: bool, **runner) -> Non
     """
     from benchmark.runner.worker import run_worker
 
-    with _RunnerErrors():
-        profile = _profile(runner)
-        store = _store(db)
-        outcomes, code = run_worker(store, profile, list(suites) or None, wait=wait, console=console)
+    profile = _profile(runner)
+    store = _store(db)
+    outcomes, code = run_worker(store, profile, list(suites) or None, wait=wait, console=console)
     click.echo("this worker: " + (", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "no jobs"))
     sys.exit(code)
 

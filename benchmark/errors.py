@@ -1,8 +1,16 @@
-"""Errors in files a user writes (suites, runner profiles): every problem at once, each with its key path."""
+"""Errors a user can fix, and how the command line shows them."""
 from __future__ import annotations
 
 
-class ConfigFileError(ValueError):
+class UserError(Exception):
+    """Something the user can fix: a suite or profile file, the database, the data folder, an option.
+
+    The `bench` command prints the message and exits with code 2, never a traceback; every such error
+    derives from this class, so a new one needs no change in the CLI.
+    """
+
+
+class ConfigFileError(UserError, ValueError):
     """The message names the file and lists each problem as ``key.path: what is wrong and what is allowed``."""
 
     what = "file"

@@ -151,3 +151,12 @@ def test_dry_run_lists_the_jobs_and_touches_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "50 jobs" in result.output and "resnet-110" in result.output
     assert not db.exists()
+
+
+def test_user_errors_print_verbatim_even_with_brackets(tmp_path):
+    """Messages are not rich markup: '[[published]]' in a hint must reach the user unchanged."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[suite]\nname = "x"\n[[entry]]\nlabel = "a"\n[published]\nlabel = "a"\n')
+    result = bench("run", str(bad), "--db", f"sqlite:///{tmp_path / 'x.sqlite'}")
+    assert result.exit_code == 2
+    assert "write [[published]]" in result.output

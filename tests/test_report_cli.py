@@ -10,7 +10,7 @@ from click.testing import CliRunner
 store_mod = pytest.importorskip("benchmark.store")
 suite_mod = pytest.importorskip("benchmark.suite")
 
-from benchmark.report.cli import check, report  # noqa: E402
+from benchmark.cli import main  # noqa: E402
 from benchmark.report.synthetic import fake_curves  # noqa: E402
 
 SUITE_TOML = """
@@ -97,7 +97,7 @@ def run_check(suite_file, db_url, final=FINAL, leave=None, toml=None):
     suite = suite_mod.load_suite(suite_file)
     with store_mod.Store(db_url) as store:
         fill(store, suite, final, leave)
-    return CliRunner().invoke(check, [str(suite_file), "--db", db_url])
+    return CliRunner().invoke(main, ["check", str(suite_file), "--db", db_url])
 
 
 def test_check_passes_within_tolerance(suite_file, db_url):
@@ -108,7 +108,7 @@ def test_check_passes_within_tolerance(suite_file, db_url):
 
 def test_check_by_registered_name(suite_file, db_url):
     run_check(suite_file, db_url)
-    res = CliRunner().invoke(check, ["tiny", "--db", db_url])
+    res = CliRunner().invoke(main, ["check", "tiny", "--db", db_url])
     assert res.exit_code == 0, res.output
 
 
@@ -137,23 +137,23 @@ def test_check_unfinished_or_broken_jobs_are_out(suite_file, db_url, state):
 
 def test_check_missing_jobs_are_out(suite_file, db_url):
     store_mod.Store(db_url).close()  # an empty database: nothing registered, nothing run
-    res = CliRunner().invoke(check, [str(suite_file), "--db", db_url])
+    res = CliRunner().invoke(main, ["check", str(suite_file), "--db", db_url])
     assert res.exit_code == 1
     assert "4 of 4 jobs not finished" in res.output and "(missing)" in res.output
 
 
 def test_check_usage_errors_exit_2(tmp_path, db_url):
-    res = CliRunner().invoke(check, [str(tmp_path / "nope.toml"), "--db", db_url])
+    res = CliRunner().invoke(main, ["check", str(tmp_path / "nope.toml"), "--db", db_url])
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(check, ["not-a-suite", "--db", db_url])
+    res = CliRunner().invoke(main, ["check", "not-a-suite", "--db", db_url])
     assert res.exit_code == 2 and "not a suite file and not a suite in the database" in res.output
-    res = CliRunner().invoke(check, [])
+    res = CliRunner().invoke(main, ["check", ])
     assert res.exit_code == 2
 
 
 def test_check_refuses_best_test_unless_the_suite_selects_it(suite_file, db_url):
     run_check(suite_file, db_url)
-    res = CliRunner().invoke(check, [str(suite_file), "--db", db_url, "--select", "best_test"])
+    res = CliRunner().invoke(main, ["check", str(suite_file), "--db", db_url, "--select", "best_test"])
     assert res.exit_code == 2 and "test set" in res.output
 
 
@@ -162,7 +162,7 @@ def test_report_every_format_from_the_database(suite_file, db_url, tmp_path):
     out = tmp_path / "out"
     args = ["--db", db_url, "--out", str(out)] + sum((["--format", f] for f in
                                                       ("markdown", "html", "csv", "latex", "json")), [])
-    res = CliRunner().invoke(report, args)  # no SUITE: every suite in the database
+    res = CliRunner().invoke(main, ["report", *args])  # no SUITE: every suite in the database
     assert res.exit_code == 0, res.output
     for name in ("tiny.md", "tiny.html", "tiny.csv", "tiny.tex", "tiny.json", "figures/tiny-errors.png",
                  "figures/tiny-errors.svg"):

@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from benchmark.errors import UserError
+
 Split = Literal["train", "test"]
 
 CIFAR10_PY = "cifar-10-batches-py"
@@ -37,7 +39,7 @@ IMAGE_BYTES = 3 * 32 * 32
 RECORD_BYTES = 1 + IMAGE_BYTES  # CIFAR-10 binary: label byte + image
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A dataset is missing, damaged or misconfigured. The message says which file and how to fix it."""
 
 

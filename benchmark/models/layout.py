@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 
 from benchmark.config import ModelConfig
+from benchmark.errors import UserError
 
 BOTTLENECK_EXPANSION = 4  # He 2016 §4.1 / He 2016b ResNet-164: 1x1 reduce, 3x3, 1x1 expand x4
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """A ModelConfig that does not describe a buildable network; the message says how to fix it."""
 
 

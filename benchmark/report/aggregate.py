@@ -17,7 +17,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from benchmark.report.claims import ClaimPending, ClaimResult, claim_metrics, evaluate_claim
+from benchmark.errors import UserError
+from benchmark.report.claims import (
+    ClaimPending,
+    ClaimResult,
+    claim_metrics,
+    evaluate_claim,
+)
 from benchmark.suite_types import Published, Suite
 
 # A cell shows the first of these states that any of its jobs is in: trouble first, then work
@@ -46,7 +52,7 @@ SELECT_TEXT = {
 _NOT_PROTOCOL = {"seed", "model.depth", "model.stages", "model.num_classes"}
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A report that cannot be made as asked (for example, selecting on the test set)."""
 
 

@@ -38,6 +38,8 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from benchmark.errors import UserError
+
 __all__ = [
     "ClaimError",
     "ClaimPending",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class ClaimError(ValueError):
+class ClaimError(UserError, ValueError):
     """A claim that cannot be parsed or refers to something that does not exist."""
 
 

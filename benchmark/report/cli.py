@@ -2,7 +2,7 @@
 
 Exit codes of ``bench check``: 0 all compared values within tolerance and all claims hold;
 1 something is out, failed, diverged or unfinished (printed, with by how much); 2 usage error
-(bad suite, bad database, bad option). User errors print a message, never a traceback.
+(bad suite, bad database, bad option): `bench` turns every UserError into a message, never a traceback.
 """
 from __future__ import annotations
 
@@ -14,26 +14,6 @@ import click
 from benchmark.report.render import FORMATS
 
 DB_HELP = "SQLAlchemy URL of the results database [default: the store's default sqlite file]"
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from benchmark.report.aggregate import ReportError
-    from benchmark.report.claims import ClaimError
-
-    errors: list[type[BaseException]] = [ReportError, ClaimError]
-    try:
-        from benchmark.suite import SuiteError
-
-        errors.append(SuiteError)
-    except ImportError:  # pragma: no cover - the parser is part of the package
-        pass
-    try:
-        from benchmark.store import StoreError
-
-        errors.append(StoreError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
 
 
 def _fail(message: str) -> None:
@@ -63,16 +43,12 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
     t0 = time.perf_counter()
-    try:
-        store = _open_store(db)
-        parsed = resolve_suites(store, suites)
-        if not parsed:
-            _fail("no suites in the database; register one with `bench run SUITE` or name a suite file")
-        results = build_tables(store, parsed, select)
-        written = write_reports(results, out_dir, formats, figures=figures)
-    except _user_errors() as e:
-        _fail(str(e))
-        return
+    store = _open_store(db)
+    parsed = resolve_suites(store, suites)
+    if not parsed:
+        _fail("no suites in the database; register one with `bench run SUITE` or name a suite file")
+    results = build_tables(store, parsed, select)
+    written = write_reports(results, out_dir, formats, figures=figures)
     for res in results:
         n_done = int((res.jobs["state"] == "done").sum())
         click.echo(f"{res.suite.name}: {n_done}/{len(res.jobs)} jobs done, {len(res.rows)} rows, "
@@ -92,13 +68,9 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None
     """Exit 0 if SUITE's numbers are within tolerance and its claims hold, else 1 (2: usage error)."""
     from benchmark.report.api import check_suite, resolve_suites
 
-    try:
-        store = _open_store(db)
-        (parsed,) = resolve_suites(store, [suite])
-        result = check_suite(store, parsed, select)
-    except _user_errors() as e:
-        _fail(str(e))
-        return
+    store = _open_store(db)
+    (parsed,) = resolve_suites(store, [suite])
+    result = check_suite(store, parsed, select)
     if verbose:
         for line in result.passed:
             click.echo(f"  ok   {line}")

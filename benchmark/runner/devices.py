@@ -22,10 +22,12 @@ from typing import Sequence
 
 from filelock import FileLock, Timeout
 
+from benchmark.errors import UserError
+
 FAKE_GPUS_ENV = "BENCH_FAKE_GPUS"
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """The requested devices do not exist here; the message says what does."""
 
 

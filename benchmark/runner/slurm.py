@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmark.errors import UserError
 from benchmark.runner.profile import RunnerProfile, SlurmOptions
 from benchmark.store import display_url
 from benchmark.store.db import sqlite_path
 
 
-class SlurmError(RuntimeError):
+class SlurmError(UserError, RuntimeError):
     """Submission is impossible (submitit missing, no Slurm); the message says how to fix it."""
 
 

@@ -30,6 +30,8 @@ from typing import Iterator
 from sqlalchemy import Connection, Engine, create_engine, event, exc, inspect, text
 from sqlalchemy.engine import make_url
 
+from benchmark.errors import UserError
+
 DEFAULT_URL = "sqlite:///db/results.sqlite"
 BUSY_TIMEOUT_S = 30.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -37,7 +39,7 @@ BENCH_TABLES = frozenset({"suites", "jobs", "metrics"})
 _PG_LOCK_KEY = 0x62656E6368  # "bench": pg_advisory_xact_lock key serialising schema creation
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A storage problem with a message fit for the user: what, where (the URL) and how to fix it."""
 
 
