@@ -50,12 +50,20 @@ def _context():
     and never inherits threads, CUDA state or database connections from the worker."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["benchmark.runner.child"])
+        ctx.set_forkserver_preload(["benchmark.runner.child", "benchmark.runner.worker"])
         from multiprocessing import forkserver
 
         forkserver.ensure_running()  # it imports torch while this process looks at the queue
         return ctx
     return mp.get_context("spawn")
+
+
+def _run_job(conn, request: dict[str, Any]) -> None:
+    """A job process's target. Importing the child here, not in the worker, keeps torch, git and
+    the dynamo warm-up (about 2 s) out of the worker: the fork server has them loaded already."""
+    from benchmark.runner.child import run_child
+
+    run_child(conn, request)
 
 
 def exit_reason(exitcode: int | None) -> str:
@@ -266,10 +274,8 @@ class Worker:
                        max_attempts=p.max_attempts)
         request = dict(job_id=job.id, worker=worker, db=self.store.url, device=slot.device,
                        options=options, threads=self.threads, log=str(log))
-        from benchmark.runner.child import run_child
-
         reader, writer = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=run_child, args=(writer, request), name=f"bench-job-{job.id}")
+        process = self._ctx.Process(target=_run_job, args=(writer, request), name=f"bench-job-{job.id}")
         try:
             process.start()
         except BaseException as e:
