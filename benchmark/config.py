@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Literal
 
+from benchmark.errors import UserError
+
 # ----------------------------------------------------------------------------------------------
 # Model: one CIFAR ResNet family (He 2016 §4.2) whose knobs cover every seed variant.
 
@@ -89,6 +91,67 @@ class DataConfig:
     affine_p: float = 0.0
     synthetic_train: int = 2000  # synthetic dataset sizes (deterministic, learnable)
     synthetic_test: int = 500
+
+
+# Official training / test set sizes (CIFAR-10 and CIFAR-100 alike).
+CIFAR_TRAIN_IMAGES = 50_000
+CIFAR_TEST_IMAGES = 10_000
+MAX_REFLECT_PAD = 31  # reflect padding mirrors without repeating the border: at most 32 - 1 pixels
+
+
+class DataConfigError(UserError, ValueError):
+    """A DataConfig breaks a rule that needs no data. ``problems``: (field, what is wrong) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"data.{k}: {m}" for k, m in problems))
+
+
+def validate_data(cfg: DataConfig) -> None:
+    """Refuse a data config that could only fail once a job runs (torch-free, so ``bench validate``
+    and the suite parser can call it). Raises :class:`DataConfigError` listing every problem."""
+    p: list[tuple[str, str]] = []
+    if cfg.pad < 0:
+        p.append(("pad", f"{cfg.pad} is not allowed; expected 0 or more pixels"))
+    if cfg.pad_mode == "reflect" and cfg.pad > MAX_REFLECT_PAD:
+        p.append(("pad", f"{cfg.pad} is too large for pad_mode = 'reflect' (at most {MAX_REFLECT_PAD})"))
+    for name in ("flip_p", "affine_p"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            p.append((name, f"{getattr(cfg, name)} is not allowed; expected a probability in [0, 1]"))
+    for name in ("shift", "scale", "rotate"):
+        if getattr(cfg, name) < 0:
+            p.append((name, f"{getattr(cfg, name)} is not allowed; expected a limit of 0 or more"))
+    if cfg.normalize == "per_pixel_mean" and (cfg.mean is not None or cfg.std is not None):
+        p.append(("mean", "mean/std are not used with normalize = 'per_pixel_mean' (the mean image is "
+                          "computed from the training split); remove them or use channel_mean[_std]"))
+    if cfg.normalize == "channel_mean" and cfg.std is not None:
+        p.append(("std", "normalize = 'channel_mean' does not divide; remove std or use 'channel_mean_std'"))
+    if cfg.normalize == "channel_mean_std" and (cfg.mean is None) != (cfg.std is None):
+        p.append(("mean", "give both mean and std, or neither (then they are computed from the training set)"))
+    for name in ("mean", "std"):
+        v = getattr(cfg, name)
+        if v is not None and len(v) != 3:
+            p.append((name, f"{list(v)} is not allowed; expected 3 values (R, G, B) on the 0..1 scale"))
+    if cfg.std is not None and any(s <= 0 for s in cfg.std):
+        p.append(("std", f"{list(cfg.std)} is not allowed; every value must be positive"))
+    # Sizes known before any file is read (the readers still check the real files).
+    synthetic = cfg.dataset == "synthetic"
+    if synthetic:
+        for name in ("synthetic_train", "synthetic_test"):
+            if getattr(cfg, name) <= 0:
+                p.append((name, f"{getattr(cfg, name)} is not allowed; expected a positive number of images"))
+    n_train = cfg.synthetic_train if synthetic else CIFAR_TRAIN_IMAGES
+    n_test = cfg.synthetic_test if synthetic else CIFAR_TEST_IMAGES
+    if not 0 <= cfg.val_size < n_train:
+        p.append(("val_size", f"{cfg.val_size} is not allowed; expected 0 up to {n_train - 1} "
+                              f"(the {cfg.dataset} training set has {n_train} images)"))
+    elif cfg.train_size is not None and not 0 < cfg.train_size <= n_train - cfg.val_size:
+        p.append(("train_size", f"{cfg.train_size} is not allowed; expected 1 up to {n_train - cfg.val_size} "
+                                f"({n_train} training images less val_size = {cfg.val_size})"))
+    if cfg.test_size is not None and not 0 < cfg.test_size <= n_test:
+        p.append(("test_size", f"{cfg.test_size} is not allowed; expected 1 up to {n_test} test images"))
+    if p:
+        raise DataConfigError(p)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, JobSpec, ModelConfig
+from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, DataConfigError, JobSpec, ModelConfig, validate_data
 from benchmark.errors import ConfigFileError
 from benchmark.models import ModelConfigError, get_preset, num_blocks, validate
 from benchmark.suite_types import Claim, Job, Published, Suite
@@ -258,13 +258,11 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
                      f"{list(s.milestones)} is not allowed; expected increasing {s.unit}s in 1..{s.length}")
     if s.warmup in ("constant", "linear") and s.warmup_length <= 0:
         problems.add(f"{where}.schedule.warmup_length", f"warmup = {s.warmup!r} needs warmup_length > 0 (iterations)")
-    d = spec.data
-    if d.normalize == "channel_mean_std" and (d.mean is None) != (d.std is None):
-        problems.add(f"{where}.data", "give both mean and std, or neither (then they are computed from the training set)")
-    for name in ("mean", "std"):
-        v = getattr(d, name)
-        if v is not None and len(v) != 3:
-            problems.add(f"{where}.data.{name}", f"{list(v)} is not allowed; expected 3 values (R, G, B) on the 0..1 scale")
+    try:
+        validate_data(spec.data)  # the same rules the pipeline relies on, checked before any job runs
+    except DataConfigError as e:
+        for key, message in e.problems:
+            problems.add(f"{where}.data.{key}", message)
     if spec.optim.batch_size <= 0 or spec.optim.lr < 0:
         problems.add(f"{where}.optim", "batch_size must be positive and lr non-negative")
     return spec
@@ -467,12 +465,23 @@ def quick(suite: Suite) -> Suite:
             continue
         seen.add(job.label)
         s = job.spec
-        data = replace(s.data, train_size=min(QUICK_TRAIN_IMAGES, s.data.synthetic_train) if s.data.dataset == "synthetic"
-                       else QUICK_TRAIN_IMAGES, test_size=QUICK_TEST_IMAGES, val_size=min(s.data.val_size, 64))
+        val_size = min(s.data.val_size, 64)
+        data = replace(s.data, train_size=QUICK_TRAIN_IMAGES, test_size=QUICK_TEST_IMAGES, val_size=val_size)
         if data.dataset == "synthetic":
-            data = replace(data, test_size=min(QUICK_TEST_IMAGES, s.data.synthetic_test))
+            # The validation split is carved first, so only synthetic_train - val_size images are left
+            # for training (at least 1: the suite itself passed validate_data, so val_size < synthetic_train).
+            data = replace(data, train_size=min(QUICK_TRAIN_IMAGES, s.data.synthetic_train - val_size),
+                           test_size=min(QUICK_TEST_IMAGES, s.data.synthetic_test))
+        validate_data(data)  # a quick run never makes a config the real suite would not pass
         schedule = replace(s.schedule, unit="iteration", length=QUICK_ITERATIONS, milestones=(QUICK_ITERATIONS - 1,),
                            warmup_length=min(s.schedule.warmup_length, 1))
         optim = replace(s.optim, batch_size=min(s.optim.batch_size, QUICK_BATCH))
         jobs.append(Job(job.label, replace(s, data=data, schedule=schedule, optim=optim)))
     return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs))
+
+
+def parse_registered(name: str, text: str, path: str) -> Suite:
+    """A suite as the database holds it: the TOML text it was registered with. A quick variant is
+    registered as ``<name>-quick`` with its parent's text, so it is rebuilt the same way."""
+    suite = parse_suite(text, path)
+    return quick(suite) if name == f"{suite.name}-quick" else suite

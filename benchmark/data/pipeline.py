@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmark.config import DataConfig
+from benchmark.config import DataConfig, validate_data
 from benchmark.data.cifar import DataError
 
 H = W = 32
@@ -80,9 +80,7 @@ def _channel_moments(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, 
     return s, s2
 
 
-def _triple(v, name: str) -> torch.Tensor:
-    if len(v) != 3:
-        raise DataError(f"data.{name} must have 3 values (R, G, B on the 0..1 scale), got {list(v)}")
+def _triple(v) -> torch.Tensor:
     return torch.tensor([float(a) for a in v], dtype=torch.float32).view(3, 1, 1)
 
 
@@ -90,14 +88,10 @@ def normalization_stats(train_x: torch.Tensor, cfg: DataConfig) -> NormStats:
     """Mean image or channel statistics from the TRAINING split (never the test set)."""
     if train_x.dtype != torch.uint8 or train_x.shape[1:] != (3, H, W):
         raise ValueError(f"expected uint8 N x 3 x 32 x 32 images, got {train_x.dtype} {tuple(train_x.shape)}")
+    # Every loader goes through here: a config that bypassed the suite parser still gets its rules.
+    validate_data(cfg)
     n = train_x.shape[0]
     kind = cfg.normalize
-    if kind == "per_pixel_mean" and (cfg.mean is not None or cfg.std is not None):
-        raise DataError("data.mean/data.std are not used with normalize='per_pixel_mean' (the mean image "
-                        "is computed from the training split). Fix: remove them or use channel_mean[_std].")
-    if kind == "channel_mean" and cfg.std is not None:
-        raise DataError("data.std is set but normalize='channel_mean' does not divide. "
-                        "Fix: remove data.std or use normalize='channel_mean_std'.")
     need_data = kind == "per_pixel_mean" or cfg.mean is None or (kind == "channel_mean_std" and cfg.std is None)
     if need_data:
         if n == 0:
@@ -107,7 +101,7 @@ def normalization_stats(train_x: torch.Tensor, cfg: DataConfig) -> NormStats:
     if kind == "per_pixel_mean":
         return NormStats(kind, (s / n / 255).float(), ones)
     if cfg.mean is not None:
-        mean = _triple(cfg.mean, "mean")
+        mean = _triple(cfg.mean)
     else:
         mean = (s.sum((1, 2)) / (n * H * W) / 255).float().view(3, 1, 1)
     if kind == "channel_mean":
@@ -115,7 +109,7 @@ def normalization_stats(train_x: torch.Tensor, cfg: DataConfig) -> NormStats:
     if kind != "channel_mean_std":
         raise DataError(f"unknown data.normalize {kind!r}")
     if cfg.std is not None:
-        std = _triple(cfg.std, "std")
+        std = _triple(cfg.std)
     else:
         m = s.sum((1, 2)) / (n * H * W)
         var = s2.sum((1, 2)) / (n * H * W) - m * m  # population variance, 0..255 scale
@@ -224,9 +218,8 @@ def crop_flip(x: torch.Tensor, oy, ox, hflip, vflip, pad: int, mode: str) -> tor
     """Pad by ``pad`` (``mode``), crop 32x32 at (oy, ox) of the padded image, then flip. uint8 in and out.
 
     One ``gather`` on flattened pixels; no padded copy is materialised.
+    Reflect padding needs ``pad <= 31``; ``validate_data`` enforces it once, not per chunk.
     """
-    if mode == "reflect" and pad > H - 1:
-        raise DataError(f"data.pad={pad} is too large for reflect padding (at most {H - 1})")
     n = x.shape[0]
     rows, rvalid = _source_index(oy, vflip, pad, mode)
     cols, cvalid = _source_index(ox, hflip, pad, mode)
