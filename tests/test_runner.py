@@ -262,6 +262,32 @@ def test_device_slots_never_hold_more_than_jobs_per_device_across_processes(tmp_
     assert set(jobs.device) == {"cuda:0", "cuda:1"}
 
 
+def test_a_waiting_worker_starts_newly_queued_jobs_while_another_job_runs(tmp_path):
+    """`bench worker --wait` with 2 slots, one busy: a suite registered meanwhile starts at once,
+    not when the running job ends."""
+    from benchmark.suite import load_suite
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    with Store(url) as s:
+        s.register_suite(load_suite(write_suite(tmp_path / "long.toml", name="long", epochs=50,
+                                                entries={"slow": ""})))
+    trace = tmp_path / "trace.log"
+    w = start(tmp_path, "worker", "--wait", "--db", url, "--runner", write_profile(tmp_path, devices="cpu", workers=2),
+              BENCH_FAULT="slow=slow", BENCH_SLOT_TRACE=str(trace))
+    try:
+        wait_until(lambda: trace.exists() and " start " in trace.read_text(), what="the long job")
+        with Store(url) as s:
+            s.register_suite(load_suite(write_suite(tmp_path / "short.toml", name="short", epochs=1)))
+        wait_until(lambda: trace.read_text().count(" end ") >= 1, 60, "the new job")
+        with Store(url) as s:
+            states = dict(zip(s.jobs_frame().label, s.jobs_frame().state))
+        assert states == {"slow": "running", "net": "done"}, states
+    finally:
+        w.send_signal(signal.SIGINT)
+    finish(w, timeout=60)
+    assert w.returncode == 130
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Metrics of the 3-epoch job below, run once without interruption by a worker."""

@@ -171,7 +171,7 @@ class Worker:
         previous = {}
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        next_stale = next_overall = 0.0
+        next_stale = next_overall = next_poll = 0.0
         try:
             with self.progress:
                 self.overall = self.progress.add_task("[bold]all jobs", total=None, info="")
@@ -184,6 +184,9 @@ class Worker:
                     if now >= next_overall:
                         self._refresh_overall()
                         next_overall = now + 2.0
+                    if now >= next_poll:  # look at the queue again even while jobs run: with free
+                        self.exhausted = False  # slots, jobs queued since the last claim start now
+                        next_poll = now + self.profile.poll_seconds
                     if not self.signals:
                         self._fill()
                     if not self.running:
