@@ -236,17 +236,21 @@ def affine_warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
-def augment(x: torch.Tensor, plan: EpochPlan, idx: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+def augment(x: torch.Tensor, plan: EpochPlan, idx: torch.Tensor, cfg: DataConfig,
+            warp: torch.Tensor | None = None) -> torch.Tensor:
     """Augment images ``x`` (uint8, the split's images ``idx``) with their planned parameters.
 
-    Returns float32 on the 0..255 scale (not yet normalised).
+    ``warp``: positions in ``idx`` to warp, when the caller already knows them (the loader finds
+    them once per epoch on the CPU); None finds them here. Returns float32 on the 0..255 scale
+    (not yet normalised).
     """
-    if cfg.pad or plan.hflip.any() or plan.vflip.any():
+    # Decided from the config, not from the plan: ``plan.hflip.any()`` would sync with the device.
+    if cfg.pad or cfg.flip != "none":
         x = crop_flip(x, plan.oy[idx], plan.ox[idx], plan.hflip[idx], plan.vflip[idx], cfg.pad, cfg.pad_mode)
     x = x.float()
     if plan.theta is not None:
-        sel = plan.affine[idx].nonzero().squeeze(1)
-        if sel.numel():
+        sel = plan.affine[idx].nonzero().squeeze(1) if warp is None else warp
+        if len(sel):
             x[sel] = affine_warp(x[sel], plan.theta[idx[sel]])
     return x
 
@@ -303,10 +307,16 @@ class DeviceLoader:
             for i in range(start_batch * bs, n, bs):
                 yield self._finish(self.x[i:i + bs].float()), self.y[i:i + bs]
             return
-        plan = draw_epoch(n, self.cfg, seed, epoch).to(self.device)
+        cpu_plan = draw_epoch(n, self.cfg, seed, epoch)
+        # Serving positions of the warped images, found once on the CPU: a per-chunk ``nonzero`` on the
+        # device would wait for the GPU every chunk.
+        warp_pos = cpu_plan.affine[cpu_plan.perm].nonzero().squeeze(1)
+        plan = cpu_plan.to(self.device)
         for c in range(start_batch * bs, n, self.chunk_size):
             idx = plan.perm[c:c + self.chunk_size]
-            xc = self._finish(augment(self.x[idx], plan, idx, self.cfg))
+            lo, hi = torch.searchsorted(warp_pos, torch.tensor([c, c + len(idx)])).tolist()
+            warp = (warp_pos[lo:hi] - c).to(self.device, non_blocking=True)
+            xc = self._finish(augment(self.x[idx], plan, idx, self.cfg, warp))
             yc = self.y[idx]
             for i in range(0, len(idx), bs):
                 yield xc[i:i + bs], yc[i:i + bs]
