@@ -12,11 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.errors import UserError
+from benchmark.store import URL_HELP
 from benchmark.report.cli import check, report
 from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
 from benchmark.suite import quick as quick_variant
 
-DB_HELP = "SQLAlchemy URL of the results database [default: sqlite:///db/results.sqlite]"
 console = Console(stderr=True)
 
 
@@ -98,7 +98,7 @@ def _runner_options(f):
 
 @main.command()
 @click.argument("suite_path", metavar="SUITE", type=click.Path(dir_okay=False))
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @_runner_options
 @click.option("--quick", is_flag=True,
               help=f"plumbing check: every cell (first seed) for {QUICK_ITERATIONS} iterations on {QUICK_TRAIN_IMAGES} "
@@ -169,7 +169,7 @@ def _submit(profile, url: str, suites: list[str]) -> None:
 
 
 @main.command()
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @click.option("--suite", "suites", multiple=True, help="only jobs of this suite (repeatable) [default: every suite]")
 @click.option("--wait", is_flag=True, help="when the queue is empty, keep polling for new jobs instead of exiting")
 @_runner_options
@@ -208,7 +208,7 @@ def _print_jobs(suite) -> None:
 
 
 @main.command()
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @click.option("--suite", "suites", multiple=True, help="only this suite (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
@@ -259,7 +259,7 @@ def _print_status(store, suites, frame=None) -> None:
 
 
 @main.command()
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @click.option("--suite", "suites", multiple=True, help="only this suite (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), required=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="file to write [default: stdout]")
@@ -299,13 +299,28 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--db", "url", default=None, help=DB_HELP)
+@click.option("--db", "url", default=None, help=URL_HELP)
 def upgrade(url: str | None) -> None:
     """Apply schema migrations (run once, before starting workers)."""
     from benchmark.store import upgrade as upgrade_db
 
     upgrade_db(url)
     click.echo("database schema is up to date")
+
+
+@db.command(name="status")
+@click.option("--db", "url", default=None, help=URL_HELP)
+def db_status(url: str | None) -> None:
+    """Print the database's schema revision and whether it needs `bench db upgrade`."""
+    from benchmark.store import schema_revision
+
+    current, head = schema_revision(url)
+    if current == head:
+        click.echo(f"schema revision {current}: up to date")
+    else:
+        click.echo(f"schema revision {current or 'none (no database yet)'}, this bench needs {head}: "
+                   "run `bench db upgrade`")
+        sys.exit(1)
 
 
 @main.group()

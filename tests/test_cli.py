@@ -160,3 +160,25 @@ def test_user_errors_print_verbatim_even_with_brackets(tmp_path):
     result = bench("run", str(bad), "--db", f"sqlite:///{tmp_path / 'x.sqlite'}")
     assert result.exit_code == 2
     assert "write [[published]]" in result.output
+
+
+def test_db_status_and_upgrade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    assert bench("db", "status", "--db", url).exit_code == 1  # no database yet
+    assert bench("db", "upgrade", "--db", url).exit_code == 0
+    result = bench("db", "status", "--db", url)
+    assert result.exit_code == 0 and "up to date" in result.output
+    blocked = tmp_path / "afile"
+    blocked.write_text("x")
+    result = bench("status", "--db", f"sqlite:///{blocked / 'x.sqlite'}")
+    assert result.exit_code == 2 and "writable folder" in result.output
+
+
+def test_report_and_check_on_a_quick_run_use_the_quick_jobs(tmp_path, db_url):
+    """A quick variant is registered as <name>-quick with its parent's text: the reporter must rebuild
+    the quick suite from it, not report the parent suite's (never run) jobs."""
+    assert bench("run", str(ROOT / "suites" / "smoke.toml"), "--quick", "--db", db_url, "--devices", "cpu",
+                 "--checkpoint-dir", str(tmp_path / "c")).exit_code == 0
+    result = bench("report", "smoke-quick", "--db", db_url, "--out", str(tmp_path / "out"), "--no-figures")
+    assert result.exit_code == 0, result.output
+    assert "smoke-quick: 4/4 jobs done" in result.output

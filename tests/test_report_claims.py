@@ -124,6 +124,10 @@ def test_nan_and_division_by_zero_fail_rather_than_hold():
     assert evaluate_claim('final("plain-56") > 60', lk).verdict == "fails"
     assert evaluate_claim('final("plain-56") <= 60', lk).verdict == "fails"
     assert evaluate_claim('1 / std("resnet-20") > 0', lk).verdict == "fails"
+    # Negation, inequality, min/max and `or` must not turn a NaN into "holds".
+    for expr in ('not (final("plain-56") < 5)', 'final("plain-56") != 5', 'max(0.3, final("plain-56")) < 1',
+                 'final("plain-56") > 60 or not (final("plain-56") > 60)'):
+        assert evaluate_claim(expr, lk).verdict == "fails", expr
 
 
 def test_never_reaching_is_infinite():

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-store_mod = pytest.importorskip("benchmark.store")
-suite_mod = pytest.importorskip("benchmark.suite")
-
-from benchmark.cli import main  # noqa: E402
-from benchmark.report.synthetic import fake_curves  # noqa: E402
+from benchmark import store as store_mod
+from benchmark import suite as suite_mod
+from benchmark.cli import main
+from benchmark.report.synthetic import fake_curves
 
 SUITE_TOML = """
 [suite]

@@ -4,39 +4,35 @@ Kept separate from the click commands so tests and the smoke gate can call them 
 """
 from __future__ import annotations
 
-import time
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from benchmark.report.aggregate import ReportError, SuiteResults, metrics_needed, resolve_select, summarize
+from benchmark.report.aggregate import UNFINISHED, ReportError, SuiteResults, metrics_needed, resolve_select, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
 from benchmark.suite_types import Suite
 
 def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     """SUITE arguments: a path to a .toml file, or the name of a suite registered in the database.
-    No arguments: every suite in the database, in registration order."""
-    from benchmark.suite import SuiteError, load_suite, parse_suite
+    No arguments: every suite in the database, by name."""
+    from benchmark.suite import SuiteError, load_suite, parse_registered
 
-    if not names:
-        names = [s["name"] for s in store.suites()]
+    registered = {s["name"]: s for s in store.suites()}
     out = []
-    for name in names:
+    for name in names or list(registered):
         p = Path(name)
         if name.endswith(".toml") or p.exists():
             out.append(load_suite(p))  # a missing file is a SuiteError naming it
             continue
-        registered = {s["name"]: s for s in store.suites()}
         if name not in registered:
-            import difflib
-
             close = difflib.get_close_matches(name, list(registered), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(registered) or "none registered"
             raise SuiteError(name, [f"not a suite file and not a suite in the database{hint}; known: {known}"])
-        out.append(parse_suite(store.suite_text(name), registered[name].get("path") or name))
+        out.append(parse_registered(name, store.suite_text(name), registered[name].get("path") or name))
     return out
 
 
@@ -127,7 +123,7 @@ class CheckResult:
 def check_results(res: SuiteResults) -> CheckResult:
     out = CheckResult(res.suite.name)
     j = res.jobs
-    unfinished = j[j["state"].isin(["queued", "running", "missing"])]
+    unfinished = j[j["state"].isin(UNFINISHED)]
     if len(unfinished):
         desc = ", ".join(f"{r.label} seed {r.seed} ({r.state})" for r in unfinished.itertuples())
         out.problems.append(f"{len(unfinished)} of {len(j)} jobs not finished: {desc}")
@@ -165,9 +161,3 @@ def check_results(res: SuiteResults) -> CheckResult:
 def check_suite(store: Any, suite: Suite, select: str | None = None) -> CheckResult:
     """Compare a suite's results with its published values and claims (bench check)."""
     return check_results(build_tables(store, [suite], select)[0])
-
-
-def timed(fn, *args, **kw) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t0

@@ -233,6 +233,10 @@ def claim_metrics(expr: str) -> set[str]:
 # Evaluation
 
 
+class _NaNOperand(Exception):
+    """A comparison met NaN: the claim fails, however the comparison is negated or combined."""
+
+
 def _eval(node: ast.AST, lookup: Lookup, numbers: dict[str, float], src: str = "") -> Any:
     if isinstance(node, ast.BoolOp):
         # Evaluate every operand (no short-circuit) so that all numbers are reported.
@@ -245,6 +249,9 @@ def _eval(node: ast.AST, lookup: Lookup, numbers: dict[str, float], src: str = "
         return -v if isinstance(node.op, ast.USub) else +v
     if isinstance(node, ast.Compare):
         vals = [_eval(v, lookup, numbers, src) for v in [node.left, *node.comparators]]
+        if any(math.isnan(v) for v in vals):
+            # Decided here, not by Python's NaN semantics: `not (nan < 5)` and `nan != 5` are True.
+            raise _NaNOperand(ast.get_source_segment(src, node) or ast.unparse(node))
         return all(_COMPARE[type(op)](a, b) for op, a, b in zip(node.ops, vals, vals[1:]))
     if isinstance(node, ast.Constant):
         return float(node.value)
@@ -256,7 +263,10 @@ def _eval(node: ast.AST, lookup: Lookup, numbers: dict[str, float], src: str = "
     if isinstance(node, ast.Call):
         name = node.func.id  # type: ignore[attr-defined]
         if name in MATH_FUNCTIONS:
-            return float(MATH_FUNCTIONS[name](*[_eval(a, lookup, numbers, src) for a in node.args]))
+            vals = [_eval(a, lookup, numbers, src) for a in node.args]
+            if any(math.isnan(v) for v in vals):
+                return math.nan  # max(0.3, nan) is 0.3 in Python: a NaN must not vanish
+            return float(MATH_FUNCTIONS[name](*vals))
         bound = _bind(node, name)
         params, defaults = RESULT_FUNCTIONS[name]
         args = []
@@ -275,7 +285,8 @@ def _eval(node: ast.AST, lookup: Lookup, numbers: dict[str, float], src: str = "
 def evaluate_claim(expr: str, lookup: Lookup, labels: Iterable[str] | None = None) -> ClaimResult:
     """Evaluate a validated claim. Pending when any cell it needs is unfinished.
 
-    NaN (a diverged run, a division by zero) makes every comparison false, so the claim fails.
+    A NaN operand (a diverged run, a division by zero) in any comparison makes the claim fail,
+    whatever surrounds it (``not``, ``!=``, ``or``).
     """
     tree = _parse(expr)
     _walk(tree.body, set(labels) if labels is not None else None, boolean=True)
@@ -284,4 +295,6 @@ def evaluate_claim(expr: str, lookup: Lookup, labels: Iterable[str] | None = Non
         value = bool(_eval(tree.body, lookup, numbers, expr.strip()))
     except ClaimPending as e:
         return ClaimResult("pending", None, numbers, str(e))
+    except _NaNOperand as e:
+        return ClaimResult("fails", False, numbers, f"not a number in {e}")
     return ClaimResult("holds" if value else "fails", value, numbers)

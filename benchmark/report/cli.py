@@ -11,25 +11,15 @@ import time
 
 import click
 
+from benchmark.report.aggregate import ReportError
 from benchmark.report.render import FORMATS
+from benchmark.store import URL_HELP, Store
 
-DB_HELP = "SQLAlchemy URL of the results database [default: the store's default sqlite file]"
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
-
-
-def _open_store(db: str | None):
-    from benchmark.store import Store
-
-    return Store(db)
 
 
 @click.command()
 @click.argument("suites", nargs=-1)
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS), default=("markdown",),
               show_default=True, help="Output format; repeat for several.")
 @click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
@@ -43,10 +33,10 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
     t0 = time.perf_counter()
-    store = _open_store(db)
+    store = Store(db)
     parsed = resolve_suites(store, suites)
     if not parsed:
-        _fail("no suites in the database; register one with `bench run SUITE` or name a suite file")
+        raise ReportError("no suites in the database; register one with `bench run SUITE` or name a suite file")
     results = build_tables(store, parsed, select)
     written = write_reports(results, out_dir, formats, figures=figures)
     for res in results:
@@ -60,7 +50,7 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
 
 @click.command()
 @click.argument("suite")
-@click.option("--db", default=None, help=DB_HELP)
+@click.option("--db", default=None, help=URL_HELP)
 @click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list what passed.")
@@ -68,7 +58,7 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None
     """Exit 0 if SUITE's numbers are within tolerance and its claims hold, else 1 (2: usage error)."""
     from benchmark.report.api import check_suite, resolve_suites
 
-    store = _open_store(db)
+    store = Store(db)
     (parsed,) = resolve_suites(store, [suite])
     result = check_suite(store, parsed, select)
     if verbose:

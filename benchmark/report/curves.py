@@ -43,10 +43,6 @@ def panel_of(spec) -> str:
     return ", ".join(parts)
 
 
-def _x_axis(res: SuiteResults) -> str:
-    return x_axis(res.suite)
-
-
 def cell_curves(res: SuiteResults, names: list[str] | None = None) -> pd.DataFrame:
     """Mean over seeds per (label, epoch, name), with the x value as column ``x``."""
     m = res.metrics
@@ -54,7 +50,7 @@ def cell_curves(res: SuiteResults, names: list[str] | None = None) -> pd.DataFra
         return pd.DataFrame(columns=["label", "epoch", "name", "value", "x"])
     lab = res.jobs.dropna(subset=["job_id"]).set_index("job_id")["label"]
     m = m.assign(label=m["job_id"].map(lab))
-    xname = _x_axis(res)
+    xname = x_axis(res.suite)
     keep = m["name"].isin(names) if names is not None else m["name"].str.startswith("alpha.") | (m["name"] == "tau")
     if xname == "iterations":
         keep |= m["name"] == "iterations"
@@ -107,7 +103,7 @@ def error_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     # Plain nets first, as in Fig. 6.
     order = sorted(panels, key=lambda p: (not p.startswith("plain"), list(panels).index(p)))
     fig, axes = _grid(len(order))
-    xname = _x_axis(res)
+    xname = x_axis(res.suite)
     # (label, metric) -> (x, y) sorted by x: one groupby, not a DataFrame filter per line.
     lines = {key: (g["x"].to_numpy(), g["value"].to_numpy())
              for key, g in curves.sort_values("x", kind="stable").groupby(["label", "name"], sort=False)}
@@ -150,6 +146,7 @@ def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
     present = set(curves["label"].unique())
     labels = [lab for lab in res.suite.labels if lab in present]
     fig, axes = _grid(len(labels))
+    xlabel = "iterations" if x_axis(res.suite) == "iterations" else "epochs"
     for ax, label in zip(axes, labels):
         c = curves[curves["label"] == label]
         names = list(dict.fromkeys(c["name"]))
@@ -159,7 +156,7 @@ def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
             ax.plot(s["x"], s["value"], color=colour, linewidth=1.2, label=name)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("iterations" if _x_axis(res) == "iterations" else "epochs")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("α / τ")
         ax.grid(alpha=0.3)
         if len(names) <= 10:

@@ -82,17 +82,13 @@ def _numbers_text(numbers: dict[str, float], reason: str = "") -> str:
     return "; ".join(x for x in (reason and f"waiting for {reason}", text) if x)
 
 
-def _rows(res: SuiteResults) -> list[dict[str, Any]]:
-    return res.records
-
-
 def _select_line(res: SuiteResults) -> str:
     return f"Reported epoch: {SELECT_TEXT[res.select]}."
 
 
 def _sources(res: SuiteResults) -> list[str]:
     out = []
-    for r in _rows(res):
+    for r in res.records:
         if r["source"] or r["note"]:
             out.append(f"{r['label']}: {' — '.join(x for x in (r['source'], r['note']) if x)}")
     return out
@@ -126,7 +122,7 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
               f"- **{md_escape(_select_line(res))}**", ""]
     if s.description:
         parts += [md_escape(s.description), ""]
-    parts += ["## Comparison", "", _md_table(TABLE_HEADER, [row_cells(r) for r in _rows(res)]), ""]
+    parts += ["## Comparison", "", _md_table(TABLE_HEADER, [row_cells(r) for r in res.records]), ""]
     srcs = _sources(res)
     if srcs:
         parts += ["Sources:", ""] + [f"- {md_escape(x)}" for x in srcs] + [""]
@@ -176,7 +172,7 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
     out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
     out += [f"<th>{_h(h)}</th>" for h in TABLE_HEADER] + ["</tr></thead><tbody>"]
     numeric = {1, 2, 4, 5}
-    for r in _rows(res):
+    for r in res.records:
         cells = row_cells(r)
         tds = []
         for i, c in enumerate(cells):
@@ -225,7 +221,7 @@ def render_json(res: SuiteResults) -> str:
     doc = {
         "suite": s.name, "title": s.title, "source": s.source, "protocol": s.protocol,
         "tolerance": s.tolerance, "select": res.select,
-        "rows": [{k: _clean(v) for k, v in r.items()} for r in _rows(res)],
+        "rows": [{k: _clean(v) for k, v in r.items()} for r in res.records],
         "claims": [
             {"name": c.name, "text": c.text, "expr": c.expr, "source": c.source, "verdict": r.verdict,
              "numbers": {k: _clean(v) for k, v in r.numbers.items()}, "reason": r.reason}
@@ -258,7 +254,7 @@ def render_latex(res: SuiteResults) -> str:
         r"\begin{tabular}{lrrlrrl}", r"\toprule",
         " & ".join(head) + r" \\", r"\midrule",
     ]
-    for r in _rows(res):
+    for r in res.records:
         cells = row_cells(r)[:7]
         lines.append(" & ".join(tex_escape(c).strip() for c in cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .db import (
     DEFAULT_URL,
+    URL_HELP,
     NotFound,
     SchemaError,
     StoreError,
@@ -22,9 +23,7 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
     from . import db
 
     url = resolve_url(url)
-    path = db.sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    db.make_sqlite_folder(url)
     with db.translate_errors(url):
         engine = db.make_engine(url)
     try:
@@ -51,7 +50,7 @@ def schema_revision(url: str | None = None) -> tuple[str | None, str]:
 
 
 __all__ = [
-    "DEFAULT_URL", "DIVERGED", "DONE", "FAILED", "FINAL_STATES", "QUEUED", "RUNNING", "STATES",
+    "DEFAULT_URL", "URL_HELP", "DIVERGED", "DONE", "FAILED", "FINAL_STATES", "QUEUED", "RUNNING", "STATES",
     "JobRecord", "NotFound", "SchemaError", "Store", "StoreError", "display_url", "environment",
     "git_version", "head_revision", "resolve_url", "schema_revision", "upgrade",
 ]

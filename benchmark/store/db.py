@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from benchmark.errors import UserError
 
 DEFAULT_URL = "sqlite:///db/results.sqlite"
+URL_HELP = f"SQLAlchemy URL of the results database [default: $BENCH_DB, else {DEFAULT_URL}]"
 BUSY_TIMEOUT_S = 30.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BENCH_TABLES = frozenset({"suites", "jobs", "metrics"})
@@ -77,6 +78,18 @@ def sqlite_path(url: str) -> Path | None:
     if db in ("", ":memory:") or db.startswith("file:") or u.query.get("mode") == "memory":
         return None
     return Path(db)
+
+
+def make_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite file, or say clearly why it cannot be (a file in the way, no rights)."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the folder for the SQLite database {path}: {e.strerror or e}; "
+                         "give --db a sqlite:///path in a writable folder") from e
 
 
 # ----------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Store:
             if not path.exists() and not create:
                 raise StoreError(f"no bench database at {display_url(self.url)} (no file {path}): "
                                  f"run `bench db upgrade --db {display_url(self.url)}` to create one")
-            path.parent.mkdir(parents=True, exist_ok=True)
+        db.make_sqlite_folder(self.url)
         with translate_errors(self.url):
             self._engine = db.make_engine(self.url)
         self._write = db.writer(self._engine)
