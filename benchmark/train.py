@@ -92,7 +92,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, spec)
 
-    train_loader, val_loader, test_loader, _ = make_loaders(
+    train_loader, val_loader, test_loader = make_loaders(
         splits, spec.data, batch_size=spec.optim.batch_size, device=device,
         channels_last=spec.runtime.channels_last)
     evals = {"test": test_loader} if val_loader is None else {"test": test_loader, "val": val_loader}

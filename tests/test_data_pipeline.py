@@ -172,8 +172,7 @@ def test_epochs_deterministic_and_complete():
     assert sorted(torch.cat([y for _, y in a]).tolist()) == list(range(64))  # each image once
     for other in (_batches(ld, 7, 3), _batches(ld, 8, 2)):
         assert not torch.equal(torch.cat([y for _, y in other]), torch.cat([y for _, y in a]))
-    # resume mid-epoch, and chunking, give the same batches
-    assert all(torch.equal(p[0], q[0]) for p, q in zip(a[1:], _batches(ld, 7, 2, start_batch=1)))
+    # chunking gives the same batches
     small = loader(cfg, X, ids, bs=24, chunk_size=1)
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, _batches(small, 7, 2)))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.data import DataError, read_cifar10, read_cifar100, resolve_data_dir
-from benchmark.data.cifar import write_cifar10_binary
+from benchmark.data.cifar import IMAGE_BYTES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -18,6 +18,13 @@ def shared():
     if not (SHARED / "cifar-10-batches-py").is_dir():
         pytest.skip(f"no real CIFAR subsets at {SHARED}")
     return SHARED
+
+
+def write_cifar10_binary(x, y, path) -> None:
+    """Write images and labels as one CIFAR-10 binary batch file: a label byte, then 3072 pixel bytes."""
+    x = np.asarray(x, dtype=np.uint8).reshape(-1, IMAGE_BYTES)
+    y = np.asarray(y, dtype=np.uint8).reshape(-1, 1)
+    Path(path).write_bytes(np.concatenate([y, x], axis=1).tobytes())
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,9 @@ def test_load_splits_real():
     assert (len(s.train_x), len(s.val_x), len(s.test_x)) == (1000, 500, 1017)
     s100 = load_splits(DataConfig(dataset="cifar100"), SHARED)
     assert s100.num_classes == 100 and s100.val_x is None and len(s100.train_x) == 486
-    tr, va, te, stats = make_loaders(s, DataConfig(), batch_size=128)
-    assert torch.equal(stats.mean, normalization_stats(s.train_x, DataConfig()).mean)  # train only
+    tr, va, te = make_loaders(s, DataConfig(), batch_size=128)
+    # normalised with the TRAINING split's mean image (per_pixel_mean: shift = mean / 1)
+    assert torch.equal(te._shift, normalization_stats(s.train_x, DataConfig()).mean)
     assert len(tr) == 8 and va is not None and len(te) == 2  # eval batches of 1000
 
 

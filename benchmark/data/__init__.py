@@ -3,7 +3,7 @@
 Typical use (what ``benchmark.train`` does)::
 
     splits = load_splits(job.data, data_dir)            # uint8 tensors on the CPU
-    train, val, test, stats = make_loaders(splits, job.data, batch_size=128, device="cuda")
+    train, val, test = make_loaders(splits, job.data, batch_size=128, device="cuda")
     for epoch in range(start_epoch, epochs):
         for x, y in train.epoch(job.seed, epoch):       # same batches after a resume
             ...

@@ -193,10 +193,3 @@ def read_cifar100(root: str | os.PathLike, split: Split) -> tuple[torch.Tensor, 
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-
-
-def write_cifar10_binary(x: torch.Tensor, y: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write images and labels as one CIFAR-10 binary batch file (for tests and conversions)."""
-    x = np.asarray(x, dtype=np.uint8).reshape(-1, IMAGE_BYTES)
-    y = np.asarray(y, dtype=np.uint8).reshape(-1, 1)
-    Path(path).write_bytes(np.concatenate([y, x], axis=1).tobytes())

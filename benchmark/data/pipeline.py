@@ -63,11 +63,6 @@ class NormStats:
     def to(self, device) -> "NormStats":
         return NormStats(self.kind, self.mean.to(device), self.std.to(device))
 
-    def describe(self) -> dict:
-        """Small, JSON-able summary to store with a run (the per-pixel mean as its channel averages)."""
-        return {"kind": self.kind, "mean": [round(v, 6) for v in self.mean.mean((1, 2)).tolist()],
-                "std": [round(v, 6) for v in self.std.flatten().tolist()]}
-
 
 def _channel_moments(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel sum and sum of squares in float64, chunked so a 50k set never becomes one float copy."""
@@ -289,22 +284,17 @@ class DeviceLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.x)
-
     def _finish(self, xf: torch.Tensor) -> torch.Tensor:
         xf = xf.mul_(self._scale).sub_(self._shift)
         if self.channels_last:
             xf = xf.contiguous(memory_format=torch.channels_last)
         return xf
 
-    def epoch(self, seed: int = 0, epoch: int = 0, start_batch: int = 0
-              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of epoch ``epoch``; ``start_batch`` skips the first batches (mid-epoch resume)."""
+    def epoch(self, seed: int = 0, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of epoch ``epoch`` (resume is per epoch: the batches depend only on (seed, epoch))."""
         n, bs = len(self.x), self.batch_size
         if not self.train:
-            for i in range(start_batch * bs, n, bs):
+            for i in range(0, n, bs):
                 yield self._finish(self.x[i:i + bs].float()), self.y[i:i + bs]
             return
         cpu_plan = draw_epoch(n, self.cfg, seed, epoch)
@@ -312,7 +302,7 @@ class DeviceLoader:
         # device would wait for the GPU every chunk.
         warp_pos = cpu_plan.affine[cpu_plan.perm].nonzero().squeeze(1)
         plan = cpu_plan.to(self.device)
-        for c in range(start_batch * bs, n, self.chunk_size):
+        for c in range(0, n, self.chunk_size):
             idx = plan.perm[c:c + self.chunk_size]
             lo, hi = torch.searchsorted(warp_pos, torch.tensor([c, c + len(idx)])).tolist()
             warp = (warp_pos[lo:hi] - c).to(self.device, non_blocking=True)
@@ -329,7 +319,7 @@ class DeviceLoader:
 
 def make_loaders(splits, cfg: DataConfig, *, batch_size: int, eval_batch_size: int = 1000,
                  device: torch.device | str = "cpu", channels_last: bool = False):
-    """(train, val or None, test, stats): loaders for a :class:`~benchmark.data.splits.Splits`,
+    """(train, val or None, test): loaders for a :class:`~benchmark.data.splits.Splits`,
     normalised with statistics of its training split."""
     stats = normalization_stats(splits.train_x, cfg)
     kw = dict(device=device, stats=stats, channels_last=channels_last)
@@ -338,4 +328,4 @@ def make_loaders(splits, cfg: DataConfig, *, batch_size: int, eval_batch_size: i
     if splits.val_x is not None:
         val = DeviceLoader(splits.val_x, splits.val_y, cfg, train=False, batch_size=eval_batch_size, **kw)
     test = DeviceLoader(splits.test_x, splits.test_y, cfg, train=False, batch_size=eval_batch_size, **kw)
-    return train, val, test, stats
+    return train, val, test

@@ -31,13 +31,6 @@ class Splits:
     test_y: torch.Tensor
     num_classes: int
     dataset: str  # cifar10 | cifar100 | synthetic
-    source: str  # where the images came from: a folder, or "synthetic"
-    val_indices: torch.Tensor | None = None  # positions of the validation images in the full train set
-
-    def describe(self) -> str:
-        val = 0 if self.val_x is None else len(self.val_x)
-        return (f"{self.dataset}: {len(self.train_x)} train / {val} val / {len(self.test_x)} test, "
-                f"{self.num_classes} classes, from {self.source}")
 
 
 def val_split_indices(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +57,7 @@ def load_splits(cfg: DataConfig, data_dir: str | os.PathLike | None = None) -> S
         ex, ey = reader(root, "test")
         source = str(root)
 
-    val_x = val_y = val_idx = None
+    val_x = val_y = None
     if cfg.val_size:
         keep, val_idx = val_split_indices(len(tx), cfg.val_size)
         val_x, val_y = tx[val_idx], ty[val_idx]
@@ -81,4 +74,4 @@ def load_splits(cfg: DataConfig, data_dir: str | os.PathLike | None = None) -> S
     tx, ty = first(tx, ty, cfg.train_size, "train_size")
     ex, ey = first(ex, ey, cfg.test_size, "test_size")
     return Splits(tx.contiguous(), ty.contiguous(), val_x, val_y, ex.contiguous(), ey.contiguous(),
-                  NUM_CLASSES[cfg.dataset], cfg.dataset, source, val_idx)
+                  NUM_CLASSES[cfg.dataset], cfg.dataset)
