@@ -158,8 +158,14 @@ def _run(suite, db: str | None, runner: dict) -> None:
 
 
 def _submit(profile, url: str, suites: list[str]) -> None:
-    from benchmark.runner.slurm import sqlite_warning, submit
+    from benchmark.runner.slurm import SlurmError, sqlite_warning, submit
+    from benchmark.store.db import sqlite_path
 
+    path = sqlite_path(url)
+    if path is not None and path.parent.name.startswith("bench-quick-"):  # `run --quick` without --db
+        raise SlurmError("--quick without --db uses a throw-away SQLite file, deleted when this command ends, "
+                         "so Slurm jobs would never see it: run --quick on this machine (without a [slurm] "
+                         "profile), or give --db a database the nodes reach")
     warning = sqlite_warning(url)
     if warning:
         console.print(f"[yellow]{warning}[/yellow]", highlight=False)

@@ -445,7 +445,7 @@ def test_worker_for_an_unknown_suite_names_the_registered_ones(tmp_path):
 
 
 def test_slurm_parameters_are_ones_submitit_accepts_and_the_command_is_a_worker(tmp_path):
-    submitit = pytest.importorskip("submitit")
+    pytest.importorskip("submitit")
     from submitit.auto.auto import AutoExecutor
     from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
@@ -468,7 +468,24 @@ def test_slurm_parameters_are_ones_submitit_accepts_and_the_command_is_a_worker(
     assert cmd[cmd.index("--db") + 1] == f"sqlite:///{Path('db/results.sqlite').resolve()}"  # absolute: another node
     assert cmd[cmd.index("--runner") + 1] == str((Path("runners") / "slurm.toml").resolve())
     assert cmd[-2:] == ["--suite", "he2016"]
-    assert submitit.__version__
+
+
+def test_slurm_workers_get_the_command_line_overrides_and_quick_is_refused(tmp_path):
+    from benchmark.runner.slurm import profile_overrides, worker_command
+
+    path = ROOT / "runners" / "slurm.toml"
+    profile = load_profile(path).override(jobs_per_device=4, max_epochs=2, workers=None)
+    overrides = profile_overrides(profile)
+    assert overrides == {"jobs_per_device": 4, "max_epochs": 2}
+    cmd = worker_command("sqlite:////x.sqlite", str(path), ["s"], overrides)
+    assert cmd[cmd.index("--suite"):] == ["--suite", "s", "--jobs-per-device", "4", "--max-epochs", "2"]
+    assert profile_overrides(load_profile(path)) == {}
+
+    # --quick registers into a temp SQLite file that is deleted at once: no Slurm job could use it
+    profile = write_profile(tmp_path)
+    Path(profile).write_text(Path(profile).read_text() + '[slurm]\nexecutor = "local"\n')
+    result = CliRunner().invoke(main, ["run", write_suite(tmp_path / "s.toml"), "--quick", "--runner", profile])
+    assert result.exit_code == 2 and "--quick without --db" in result.output, result.output
 
 
 def test_slurm_without_submitit_says_how_to_install_it(tmp_path, monkeypatch):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from benchmark.errors import UserError
-from benchmark.runner.profile import RunnerProfile, SlurmOptions
+from benchmark.runner.profile import RunnerProfile, SlurmOptions, load_profile
 from benchmark.store import display_url
 from benchmark.store.db import sqlite_path
 
@@ -27,14 +27,31 @@ class SlurmError(UserError, RuntimeError):
     """Submission is impossible (submitit missing, no Slurm); the message says how to fix it."""
 
 
-def worker_command(db_url: str, profile_path: str, suites: Sequence[str]) -> list[str]:
-    """The command each Slurm job runs (absolute paths: it runs on another machine)."""
+# The profile keys `bench run` takes as flags, and the `bench worker` flag that sets each.
+OVERRIDE_FLAGS = {"devices": "--devices", "jobs_per_device": "--jobs-per-device", "workers": "--workers",
+                  "data_dir": "--data-dir", "max_epochs": "--max-epochs", "checkpoint_dir": "--checkpoint-dir"}
+
+
+def profile_overrides(profile: RunnerProfile) -> dict[str, Any]:
+    """The flag-settable keys where ``profile`` differs from its file: what the command line changed.
+    The submitted worker reads the file again, so these must travel as its flags."""
+    in_file = load_profile(profile.path or None)
+    return {k: getattr(profile, k) for k in OVERRIDE_FLAGS if getattr(profile, k) != getattr(in_file, k)}
+
+
+def worker_command(db_url: str, profile_path: str, suites: Sequence[str],
+                   overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """The command each Slurm job runs (absolute paths: it runs on another machine); ``overrides``
+    (profile keys of ``OVERRIDE_FLAGS``, None: not given) become its flags."""
     path = sqlite_path(db_url)
     if path is not None and not path.is_absolute():
         db_url = f"sqlite:///{path.resolve()}"
     cmd = [sys.executable, "-m", "benchmark.cli", "worker", "--db", db_url, "--runner", str(Path(profile_path).resolve())]
     for name in suites:
         cmd += ["--suite", name]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            cmd += [OVERRIDE_FLAGS[key], str(value)]
     return cmd
 
 
@@ -73,7 +90,7 @@ def submit(profile: RunnerProfile, db_url: str, suites: Sequence[str]) -> list[A
         raise SlurmError(f"{profile.path or 'the runner profile'} has no [slurm] table")
     submitit = _submitit()
     folder = Path(opts.log_dir).resolve() / "%j"
-    command = worker_command(db_url, profile.path, suites)
+    command = worker_command(db_url, profile.path, suites, profile_overrides(profile))
     if opts.executor == "local":  # test hook: the same submission, run as local processes
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=opts.time, gpus_per_node=0)
