@@ -138,8 +138,17 @@ def test_unreachable_server_is_a_store_error():
         Store("postgresql+psycopg://bench:secret@127.0.0.1:1/bench?connect_timeout=2")
 
 
-def test_migrations_folder_is_package_data():
-    here = Path(db.MIGRATIONS_DIR)
-    assert (here / "env.py").is_file()
-    assert sorted(p.name for p in (here / "versions").glob("*.py")) == [
-        "0001_initial.py", "0002_job_environment.py"]
+def test_migrations_ship_in_the_package():
+    """An installed (non-editable) bench must carry every migration: setup.cfg's package_data globs
+    have to match every file of benchmark/migrations, or `bench db upgrade` breaks only after release."""
+    import configparser
+    from fnmatch import fnmatch
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    globs = [g.strip() for g in cfg["options.package_data"]["benchmark"].split(",")]
+    package = Path(db.MIGRATIONS_DIR).parent
+    files = [p.relative_to(package).as_posix() for p in Path(db.MIGRATIONS_DIR).rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts]
+    assert {"migrations/env.py", "migrations/versions/0001_initial.py"} <= set(files)
+    assert [f for f in files if not any(fnmatch(f, g) for g in globs)] == []

@@ -1,6 +1,6 @@
 """Alembic environment for the bench results database.
 
-Run programmatically by ``benchmark.store.migrate`` (``bench db upgrade``), which passes an open
+Run programmatically by ``benchmark.store.db.upgrade_engine`` (``bench db upgrade``, and a new ``Store``), which passes an open
 connection, already inside a transaction, in ``config.attributes["connection"]``: the migration
 then commits or rolls back together with the revision check around it. There is no alembic.ini.
 """
