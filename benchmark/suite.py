@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import re
 import tomllib
 import types
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, DataConfigError, JobSpec, ModelConfig, validate_data
 from benchmark.errors import ConfigFileError
-from benchmark.models import ModelConfigError, get_preset, num_blocks, validate
+from benchmark.models import ModelConfigError, get_preset, tau_rule, validate
 from benchmark.suite_types import Claim, Job, Published, Suite
 
 TOP_LEVEL = ("suite", "defaults", "entry", "published", "claim")
@@ -276,8 +275,7 @@ def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) 
     if not m:
         problems.add(where, f"{tau!r} is not allowed; expected a number or a rule like \"1/sqrt(L)\" or \"0.5/sqrt(L)\"")
         return None
-    c = float(m.group(1) or 1.0)
-    return c / math.sqrt(num_blocks(model))
+    return tau_rule(model, float(m.group(1) or 1.0))
 
 
 def _build(cls: type, base: Any, values: dict[str, Any], section: str, origin: dict[str, str],

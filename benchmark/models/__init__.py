@@ -5,13 +5,13 @@ and reports rendered without importing torch (PEP 562 module ``__getattr__``).
 """
 from importlib import import_module
 
-from benchmark.models.layout import ModelConfigError, num_blocks, stage_sizes, validate
+from benchmark.models.layout import ModelConfigError, num_blocks, stage_sizes, tau_rule, validate
 from benchmark.models.registry import PRESETS, get_preset, list_models, register
 
 _TORCH_BACKED = {"CifarResNet", "build_model", "count_params", "residual_scales"}
 
 __all__ = ["CifarResNet", "ModelConfigError", "PRESETS", "build_model", "count_params", "get_preset",
-           "list_models", "num_blocks", "register", "residual_scales", "stage_sizes", "validate"]
+           "list_models", "num_blocks", "register", "residual_scales", "stage_sizes", "tau_rule", "validate"]
 
 
 def __getattr__(name: str):

@@ -57,6 +57,11 @@ def num_blocks(cfg: ModelConfig) -> int:
     return sum(stage_sizes(cfg))
 
 
+def tau_rule(cfg: ModelConfig, c: float = 1.0) -> float:
+    """tau = c/sqrt(L), L = number of residual blocks (tau-ResNet README: 0.136 for ResNet-110)."""
+    return c / math.sqrt(num_blocks(cfg))
+
+
 def validate(cfg: ModelConfig) -> None:
     """Raise ModelConfigError for knob combinations no source builds (or that are silently ignored)."""
     stage_sizes(cfg)
@@ -67,7 +72,7 @@ def validate(cfg: ModelConfig) -> None:
     if cfg.residual_scale == "tau":
         if cfg.tau is None:
             raise err("residual_scale='tau' needs tau (e.g. 1/sqrt(L) = "
-                      f"{1 / math.sqrt(num_blocks(cfg)):.4f} for L = {num_blocks(cfg)} blocks)")
+                      f"{tau_rule(cfg):.4f} for L = {num_blocks(cfg)} blocks)")
         if not cfg.tau > 0:
             raise err(f"tau must be > 0, got {cfg.tau}")
     else:

@@ -5,13 +5,12 @@ Suites may start from a preset and override fields; ``list_models()`` is what ``
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, Callable
 
 from benchmark.config import ModelConfig
-from benchmark.models.layout import num_blocks
+from benchmark.models.layout import num_blocks, tau_rule
 
 PRESETS: dict[str, ModelConfig] = {}
 
@@ -52,9 +51,8 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
-def _tau(depth: int, **kw: Any) -> float:
-    """tau = 1/sqrt(L), L = number of residual blocks (tau-ResNet README: 0.136 for ResNet-110)."""
-    return 1.0 / math.sqrt(num_blocks(ModelConfig(depth=depth, **kw)))
+def _tau(depth: int) -> float:
+    return tau_rule(ModelConfig(depth=depth))
 
 
 # ----------------------------------------------------------------------------------------------
