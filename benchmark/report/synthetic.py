@@ -35,8 +35,7 @@ def make_suite(
     jobs = []
     for fam in families:
         for d in depths:
-            model = ModelConfig(depth=d, shortcut="none" if fam == "plain" else "A",
-                                residual_scale="rezero" if fam == "rezero" else "none")
+            model = ModelConfig(depth=d, shortcut="none" if fam == "plain" else "A")
             for s in seeds:
                 jobs.append(Job(label=f"{fam}-{d}", spec=replace(base, model=model, seed=s)))
     return Suite(name=name, path=f"{name}.toml", title=title or f"Toy suite {name}", tolerance=tolerance,
@@ -44,8 +43,7 @@ def make_suite(
                  protocol="synthetic data, made-up curves", source="tests")
 
 
-def fake_curves(label: str, seed: int, epochs: int, with_val: bool = False, with_alpha: bool = False,
-                iterations_per_epoch: int = 391) -> dict[str, np.ndarray]:
+def fake_curves(label: str, seed: int, epochs: int, with_alpha: bool = False) -> dict[str, np.ndarray]:
     """Per-epoch metric arrays (errors in percent) for one job."""
     rng = np.random.default_rng(zlib.crc32(f"{label}/{seed}".encode()))
     fam, _, depth = label.partition("-")
@@ -64,28 +62,21 @@ def fake_curves(label: str, seed: int, epochs: int, with_val: bool = False, with
         "lr": np.where(t > epochs // 2, 0.01, 0.1),
         "seconds": np.full(epochs, 10.0),
         "images_per_second": np.full(epochs, 5000.0),
-        "iterations": t * iterations_per_epoch,
+        "iterations": t * 391,  # CIFAR-10 at batch 128
     }
-    if with_val:
-        out["val_error"] = test + rng.normal(0, 0.5, epochs)
     if with_alpha:
         for b in range(3):
             out[f"alpha.stage1.block{b}"] = 0.3 * (1 - np.exp(-t / 3)) * (b + 1)
     return out
 
 
-def fake_metrics(suite: Suite, job_ids: dict[str, object] | None = None, epochs: int | None = None,
-                 names: Iterable[str] | None = None, **kw) -> pd.DataFrame:
-    """Long-form metrics for every job of ``suite`` (job_id = job key unless mapped)."""
+def fake_metrics(suite: Suite, with_alpha: bool = False) -> pd.DataFrame:
+    """Long-form metrics for every job of ``suite`` (job_id = job key)."""
     frames = []
     for j in suite.jobs:
-        n = epochs or j.spec.schedule.length
-        curves = fake_curves(j.label, j.seed, n, **kw)
-        jid = (job_ids or {}).get(j.key, j.key)
-        for name, v in curves.items():
-            if names is not None and name not in names:
-                continue
-            frames.append(pd.DataFrame({"job_id": jid, "suite": suite.name, "key": j.key, "label": j.label,
+        n = j.spec.schedule.length
+        for name, v in fake_curves(j.label, j.seed, n, with_alpha).items():
+            frames.append(pd.DataFrame({"job_id": j.key, "suite": suite.name, "key": j.key, "label": j.label,
                                         "seed": j.seed, "epoch": np.arange(1, n + 1), "name": name, "value": v}))
     return pd.concat(frames, ignore_index=True)
 
