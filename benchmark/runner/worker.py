@@ -39,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
 from benchmark.runner.profile import RunnerProfile
-from benchmark.store import FINAL_STATES, JobRecord, NotFound, Store, display_url
+from benchmark.store import FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
 
 FINAL_OUTCOMES = ("done", "diverged", "failed")
 LOG_TAIL_CHARS = 1500
@@ -205,9 +205,15 @@ class Worker:
                     self._pump()
                 self._refresh_overall()
         finally:
-            for r in list(self.running):  # an unexpected error in the loop: leave nothing behind
+            # an unexpected error in the loop: leave nothing behind. Kill every child before settling
+            # any job, and settle each on its own, so one failure cannot leave the others running.
+            for r in self.running:
                 r.process.kill()
-                self._reap(r, interrupted=True)
+            for r in list(self.running):
+                try:
+                    self._reap(r, interrupted=True)
+                except Exception as e:  # its job comes back by requeue_stale: this worker is gone
+                    self._warn(f"could not give back job {r.job.id}: {e}")
             for s, h in previous.items():
                 signal.signal(s, h)
         return self.outcomes
@@ -264,6 +270,14 @@ class Worker:
         return None
 
     def _queued(self) -> int:
+        """Queued jobs this worker may take; 1 when the database cannot tell (keep looking)."""
+        try:
+            return self._count_queued()
+        except StoreError as e:
+            self._warn(f"could not count queued jobs (retrying): {e}")
+            return 1
+
+    def _count_queued(self) -> int:
         if self.tried:
             frame = self.store.jobs_frame(self.suites)
             return int(((frame.state == "queued") & ~frame.job_id.isin(list(self.tried))).sum())
@@ -379,10 +393,20 @@ class Worker:
     def _say(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
+    def _warn(self, text: str) -> None:
+        self.console.print(f"warning: {text}", style="yellow", markup=False, highlight=False)
+
     # -- the database --------------------------------------------------------------------------
 
+    # The periodic calls below survive a StoreError (a database briefly locked or unreachable): killing
+    # the worker would kill every running job with it; the next tick tries again.
+
     def _requeue_stale(self) -> None:
-        moved = self.store.requeue_stale(self.profile.stale_timeout, self.profile.max_attempts)
+        try:
+            moved = self.store.requeue_stale(self.profile.stale_timeout, self.profile.max_attempts)
+        except StoreError as e:
+            self._warn(f"could not look for jobs of lost workers (retrying): {e}")
+            return
         if moved:
             self._say(f"took back {len(moved)} job(s) of lost workers: {', '.join(map(str, moved))}")
             self.exhausted = False
@@ -390,7 +414,12 @@ class Worker:
     def _refresh_overall(self) -> None:
         if self.overall is None:
             return
-        rows = [s for s in self.store.suites() if self.suites is None or s["name"] in self.suites]
+        try:
+            suites = self.store.suites()
+        except StoreError as e:
+            self._warn(f"could not read the suites' progress (retrying): {e}")
+            return
+        rows = [s for s in suites if self.suites is None or s["name"] in self.suites]
         total = sum(s["jobs"] for s in rows)
         final = sum(s[state] for s in rows for state in FINAL_STATES)
         counts = {state: sum(s[state] for s in rows) for state in ("queued", "running", "failed", "diverged")}
