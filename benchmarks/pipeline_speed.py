@@ -2,7 +2,7 @@
 
 Both pipelines do the He 2016 augmentation (pad 4 + random 32x32 crop + horizontal flip, then
 normalise) on the same uint8 images; optionally each batch also goes through a model's forward and
-backward pass and an SGD step (ResNet-20 from ``benchmark.models`` when importable, else a tiny CNN).
+backward pass and an SGD step (ResNet-20 from ``benchmark.models``, or a tiny CNN).
 
     python benchmarks/pipeline_speed.py --device cuda --n 50000 --batch-size 128 --workers 0 4 --model resnet20
 """
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark.config import DataConfig  # noqa: E402
 from benchmark.data import DeviceLoader, normalization_stats  # noqa: E402
+from benchmark.models import build_model, get_preset  # noqa: E402
 
 CFG = DataConfig(normalize="channel_mean_std", mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
@@ -55,17 +56,8 @@ def tiny_cnn(num_classes: int = 10) -> nn.Module:
 def make_model(name: str, device, channels_last: bool):
     if name == "none":
         return None, "none"
-    model, label = None, name
-    if name == "resnet20":
-        try:
-            from benchmark.config import ModelConfig
-            from benchmark.models import build_model
-            model = build_model(ModelConfig(depth=20))
-        except Exception as e:  # the models package may not exist yet on this checkout
-            print(f"(benchmark.models unavailable: {e}; using a tiny CNN)", file=sys.stderr)
-            label = "tiny-cnn"
-    if model is None:
-        model = tiny_cnn()
+    label = name
+    model = build_model(get_preset("resnet20")) if name == "resnet20" else tiny_cnn()
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

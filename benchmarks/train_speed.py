@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark.config import DataConfig, JobSpec, OptimConfig, RuntimeConfig, ScheduleConfig  # noqa: E402
+from benchmark.config import NUM_CLASSES, DataConfig, JobSpec, OptimConfig, RuntimeConfig, ScheduleConfig  # noqa: E402
 from benchmark.models import get_preset  # noqa: E402
 from benchmark.train import train  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
             schedule=ScheduleConfig(unit="epoch", length=args.epochs, milestones=()),
             runtime=RuntimeConfig(channels_last=args.channels_last, precision=args.precision, compile=args.compile),
         )
-        spec = replace(spec, model=replace(spec.model, num_classes=10))
+        spec = replace(spec, model=replace(spec.model, num_classes=NUM_CLASSES["synthetic"]))
         history = train(spec, device=args.device).history
         best = max(history, key=lambda m: m["images_per_second"])
         per_epoch = ", ".join(f"{m['images_per_second']:.0f}" for m in history)
