@@ -194,6 +194,17 @@ def test_a_slot_held_by_another_process_is_never_given_out(tmp_path):
     assert pool.acquire().name == "gpu0.slot0"  # the dead holder's lock is gone with it
 
 
+def test_claim_job_skips_excluded_jobs(tmp_path):
+    """The worker's max_epochs rule: a job it paused is not taken again in the same call."""
+    from benchmark.suite import load_suite
+
+    with Store(f"sqlite:///{tmp_path / 'r.sqlite'}") as s:
+        s.register_suite(load_suite(write_suite(tmp_path / "s.toml", seeds=[0, 1])))
+        first, second = sorted(s.jobs_frame().job_id)
+        assert s.claim_job("h:1:a", "cpu", exclude={first}).id == second
+        assert s.claim_job("h:1:b", "cpu", exclude={first}) is None
+
+
 # ----------------------------------------------------------------------------------------------
 # Workers
 

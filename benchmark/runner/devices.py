@@ -136,14 +136,11 @@ class SlotPool:
     def path(self, device: Device, k: int) -> Path:
         return self.lock_dir / f"{device.lock_name}.slot{k}.lock"
 
-    def acquire(self, exclude: set[str] = frozenset()) -> Slot | None:
+    def acquire(self) -> Slot | None:
         """A free slot or None. Fills every device's first slot before any second one, so jobs
         spread over the GPUs before they are packed."""
         for k in range(self.per_device):
             for device in self.devices:
-                name = f"{device.lock_name}.slot{k}"
-                if name in exclude:
-                    continue
                 # thread_local=False: the slot belongs to this process, whichever thread frees it;
                 # a fresh FileLock object per try, so one process never "re-enters" a held slot.
                 lock = FileLock(str(self.path(device, k)), timeout=0, thread_local=False)

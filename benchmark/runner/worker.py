@@ -248,7 +248,7 @@ class Worker:
                 return
             worker = f"{self.host}:{os.getpid()}:{slot.name}"
             try:
-                job = self._claim(worker, slot.device)
+                job = self.store.claim_job(worker, slot.device.name, self.suites, exclude=self.tried)
             except BaseException:
                 slot.release()
                 raise
@@ -257,17 +257,6 @@ class Worker:
                 self.exhausted = True
                 return
             self._start(slot, job, worker)
-
-    def _claim(self, worker: str, device: Device) -> JobRecord | None:
-        if not self.tried:
-            return self.store.claim_job(worker, device.name, self.suites)
-        frame = self.store.jobs_frame(self.suites)
-        for jid in frame.job_id[frame.state == "queued"]:
-            if int(jid) not in self.tried:
-                job = self.store.claim_job(worker, device.name, job_id=int(jid))
-                if job is not None:
-                    return job
-        return None
 
     def _queued(self) -> int:
         """Queued jobs this worker may take; 1 when the database cannot tell (keep looking)."""

@@ -31,7 +31,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import timedelta
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -276,13 +276,15 @@ class Store:
     # -- the job life cycle ---------------------------------------------------------------------
 
     def claim_job(self, worker: str, device: str, suites: Sequence[str] | None = None,
-                  job_id: int | None = None) -> JobRecord | None:
-        """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given) for
-        ``worker`` on ``device``, or None when there is none. Compare-and-set: the UPDATE only
-        succeeds while the job is still queued, so two workers never get the same job."""
+                  job_id: int | None = None, exclude: Collection[int] = ()) -> JobRecord | None:
+        """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given; none of
+        ``exclude``) for ``worker`` on ``device``, or None when there is none. Compare-and-set: the
+        UPDATE only succeeds while the job is still queued, so two workers never get the same job."""
         q = select(J.c.id).where(J.c.state == QUEUED)
         if job_id is not None:
             q = q.where(J.c.id == job_id)
+        if exclude:
+            q = q.where(J.c.id.not_in(list(exclude)))
         if suites is not None:
             q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
         q = q.order_by(J.c.id).limit(_CLAIM_BATCH)
