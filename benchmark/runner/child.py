@@ -39,19 +39,15 @@ import torch  # noqa: F401  (the fork server imports this module once; every job
 
 from benchmark.runner.devices import Device
 from benchmark.runner.job import JobOptions, execute
-from benchmark.store import Store, head_revision
+from benchmark.store import Store, git_version, head_revision
 from benchmark.store.store import dead_local_worker
 from benchmark.train import Step
 
 FAULT_ENV = "BENCH_FAULT"
 
-# The code every job runs is what this module imported when the fork server started, so the git
-# commit and dirty flag of that moment are the right ones to record; asking git again in each job
-# (`git status` of the whole checkout) would cost a second or more per job.
-_environment_module = sys.modules["benchmark.store.environment"]
-_GIT_VERSION = _environment_module.git_version()
-_environment_module.git_version = lambda: dict(_GIT_VERSION)
-head_revision()  # and read the migration scripts once here rather than in every job's Store()
+# The fork server pays, once, what every job would otherwise pay at its start:
+git_version()  # cached: the commit and dirty flag of the code the fork server imported, as jobs record
+head_revision()  # imports alembic's migration machinery (each Store() still reads the scripts)
 # The first optimiser of a process imports torch._dynamo (over a second): pay that once, here.
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 

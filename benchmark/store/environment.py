@@ -5,6 +5,7 @@ to the code and the machine that produced it.
 """
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 import subprocess
@@ -25,7 +26,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_version() -> dict[str, Any]:
-    """Commit and dirty flag of the repository the package runs from (None outside git)."""
+    """Commit and dirty flag of the repository the package runs from (None outside git), as they
+    were at the first call in this process: the code a process runs is what it imported then, and
+    `git status` of the whole checkout costs a second or more. A copy: callers may change it."""
+    return dict(_git_version())
+
+
+@functools.cache
+def _git_version() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": None, "git_dirty": None}
