@@ -139,6 +139,7 @@ def _profile(runner: dict):
 
 
 def _run(suite, db: str | None, runner: dict) -> None:
+    from benchmark.runner.status import status_frame, summary
     from benchmark.runner.worker import run_worker
 
     profile = _profile(runner)
@@ -149,8 +150,7 @@ def _run(suite, db: str | None, runner: dict) -> None:
         _submit(profile, store.url, [suite.name])
         return
     outcomes, code = run_worker(store, profile, [suite.name], console=console)
-    counts = store.jobs_frame([suite.name]).state.value_counts().to_dict()
-    click.echo("jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    click.echo("jobs: " + summary(status_frame(store, [suite.name])))
     if outcomes.get("released"):
         click.echo("some jobs were paused; run the same command again to continue them")
     if code:

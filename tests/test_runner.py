@@ -177,7 +177,7 @@ def test_discovery_honours_fake_gpus_and_cuda_visible_devices(monkeypatch):
 
 
 def test_a_slot_held_by_another_process_is_never_given_out(tmp_path):
-    pool = SlotPool([Device("cuda", 0, "0", True), Device("cuda", 1, "1", True)], 2, tmp_path)
+    pool = SlotPool([Device("cuda", "0", True), Device("cuda", "1", True)], 2, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from filelock import FileLock\n"
         f"l = FileLock({str(pool.path(pool.devices[0], 0))!r}); l.acquire()\n"

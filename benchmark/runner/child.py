@@ -25,7 +25,6 @@ Test hooks (environment variables, read in the job's process):
 """
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import os
 import signal
@@ -88,8 +87,8 @@ def _inject(kind: str) -> None:
 
 
 def run_child(conn, request: dict[str, Any]) -> None:
-    """Entry point in the job's process. ``request``: job_id, worker, worker_pid, db, device (a
-    ``Device``), options (``JobOptions`` fields), threads, log."""
+    """Entry point in the job's process. ``request``: job_id, worker, db, device (a ``Device``),
+    options (a ``JobOptions``), threads, log."""
     device: Device = request["device"]
     os.environ.update(device.child_env())  # before anything initialises CUDA
     stop = threading.Event()
@@ -132,10 +131,10 @@ def run_child(conn, request: dict[str, Any]) -> None:
     if job.state != "running" or job.worker != request["worker"]:
         send("end", {"outcome": "lost", "message": "the job was no longer ours"})
         return
-    options = JobOptions(device=device.torch_device, **request["options"])
+    options: JobOptions = request["options"]
     fault = _faults(job.label)
     completed = [job.epochs_done]
-    send("start", {"pid": os.getpid(), "epochs_done": job.epochs_done})
+    send("start", {"epochs_done": job.epochs_done})
 
     def should_stop() -> bool:
         if fault is not None and completed[0] + 1 >= fault[1]:
@@ -162,37 +161,3 @@ def run_child(conn, request: dict[str, Any]) -> None:
         store.close()
         sys.stderr.flush()
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one queued job in this process, by hand (debugging a job outside the worker):
-    ``python -m benchmark.runner.child --job-id N [--db URL] [--device cpu|0]``. Progress messages
-    are printed; the log goes to stderr."""
-    import socket
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--job-id", type=int, required=True)
-    p.add_argument("--db", default=None)
-    p.add_argument("--device", default="cpu", help="cpu or a CUDA index")
-    p.add_argument("--checkpoint-dir", default="db/checkpoints")
-    p.add_argument("--data-dir", default=None)
-    args = p.parse_args(argv)
-
-    class Printer:
-        def send(self, message):
-            print(message, file=sys.__stdout__, flush=True)
-
-    device = Device("cpu") if args.device == "cpu" else Device("cuda", 0, args.device)
-    worker = f"{socket.gethostname()}:{os.getpid()}:manual"
-    with Store(args.db, create=False) as store:
-        if store.claim_job(worker, device.name, job_id=args.job_id) is None:
-            print(f"job {args.job_id} is not queued", file=sys.stderr)
-            return 1
-    request = dict(job_id=args.job_id, worker=worker, db=args.db, device=device,
-                   options=dict(checkpoint_dir=Path(args.checkpoint_dir), data_dir=args.data_dir),
-                   log="/dev/stderr")
-    run_child(Printer(), request)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

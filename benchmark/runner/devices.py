@@ -34,7 +34,6 @@ class DeviceError(UserError, ValueError):
 @dataclass(frozen=True)
 class Device:
     kind: str  # "cuda" or "cpu"
-    index: int = 0  # as this process sees it (cuda:<index>)
     physical: str = ""  # what CUDA_VISIBLE_DEVICES names it (an index or a GPU UUID); "" for the CPU
     fake: bool = False  # BENCH_FAKE_GPUS: a "GPU" that is the CPU
 
@@ -90,7 +89,7 @@ def discover(devices: str = "auto") -> list[Device]:
     fake = bool(os.environ.get(FAKE_GPUS_ENV))
     count = cuda_count()
     ids = _visible_ids(count)
-    gpus = [Device("cuda", i, ids[i] if i < len(ids) else str(i), fake) for i in range(count)]
+    gpus = [Device("cuda", ids[i] if i < len(ids) else str(i), fake) for i in range(count)]
     if spec == "auto":
         return gpus or [Device("cpu")]
     if not gpus:
@@ -106,6 +105,11 @@ def discover(devices: str = "auto") -> list[Device]:
     return [gpus[i] for i in wanted]
 
 
+def slot_name(device: Device, k: int) -> str:
+    """``gpu<N>.slot<k>``: the lock file's name, and the last part of the worker name a job is claimed in."""
+    return f"{device.lock_name}.slot{k}"
+
+
 @dataclass
 class Slot:
     device: Device
@@ -114,7 +118,7 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"{self.device.lock_name}.slot{self.k}"
+        return slot_name(self.device, self.k)
 
     def release(self) -> None:
         self.lock.release(force=True)
@@ -134,7 +138,7 @@ class SlotPool:
         return len(self.devices) * self.per_device
 
     def path(self, device: Device, k: int) -> Path:
-        return self.lock_dir / f"{device.lock_name}.slot{k}.lock"
+        return self.lock_dir / f"{slot_name(device, k)}.lock"
 
     def acquire(self) -> Slot | None:
         """A free slot or None. Fills every device's first slot before any second one, so jobs

@@ -19,24 +19,28 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from benchmark.store import JobRecord, Store, environment
-from benchmark.train import CheckpointError, Step, train
+
+if TYPE_CHECKING:
+    from benchmark.train import Step
 
 log = logging.getLogger(__name__)
 Outcome = Literal["done", "diverged", "failed", "oom", "released", "lost"]
-HEARTBEAT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    device: str = "cpu"
-    data_dir: str | None = None
-    checkpoint_dir: Path = Path("db/checkpoints")
-    max_epochs: int | None = None  # an epoch budget for this call; the job stays resumable
-    heartbeat_seconds: float = HEARTBEAT_SECONDS
-    max_attempts: int = 3  # an out-of-memory job is retried until it has been claimed this often
+    """How the worker runs its jobs, built from its runner profile (whose defaults are the only ones).
+    Torch-free and picklable: the worker sends it to the job's process."""
+
+    device: str  # the torch device inside the job's process
+    data_dir: str | None
+    checkpoint_dir: Path
+    max_epochs: int | None  # an epoch budget for this call; the job stays resumable
+    heartbeat_seconds: float
+    max_attempts: int  # an out-of-memory job is retried until it has been claimed this often
 
 
 def checkpoint_path(options: JobOptions, job: JobRecord) -> Path:
@@ -54,6 +58,8 @@ def execute(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Outcome:
     """Train a job this worker has claimed and leave it in a final or queued state."""
+    from benchmark.train import CheckpointError, train  # torch: only in the job's process
+
     store.set_environment(job.id, environment(options.device))
     lost = threading.Event()
     done = threading.Event()
@@ -88,8 +94,6 @@ def execute(
             log.warning("%s; moved it to %s and restarting job %s from epoch 1", e, aside, job.label)
             result = train(job.spec, **kwargs)
     except Exception as e:
-        done.set()
-        thread.join()
         if _out_of_memory(e):
             note = (f"out of memory on {options.device} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                     "another job may have shared the GPU: lower jobs_per_device or the batch size if this repeats")

@@ -11,7 +11,7 @@ import difflib
 import os
 import tempfile
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -77,7 +77,7 @@ class RunnerProfile:
         given = {k: v for k, v in values.items() if v is not None}
         if not given:
             return self
-        problems = _check({k: v for k, v in given.items()}, RUNNER_RULES, "")
+        problems = _check(given, RUNNER_RULES, "")
         if problems:
             raise RunnerProfileError("command line", problems)
         return replace(self, **given)
@@ -205,9 +205,7 @@ def load_profile(path: str | Path | None) -> RunnerProfile:
         raise RunnerProfileError(str(path), problems)
     slurm_options = None
     if slurm is not None:
-        slurm = dict(slurm)
         if "time" in slurm:
             slurm["time"] = _minutes(slurm["time"])
         slurm_options = SlurmOptions(**slurm)
-    known = {f.name for f in fields(RunnerProfile)}
-    return RunnerProfile(**{k: v for k, v in runner.items() if k in known}, path=str(path), slurm=slurm_options)
+    return RunnerProfile(**runner, path=str(path), slurm=slurm_options)  # _check allowed only its fields

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,10 +38,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
     TimeRemainingColumn
 
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
+from benchmark.runner.job import JobOptions
 from benchmark.runner.profile import RunnerProfile
 from benchmark.store import FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
 
-FINAL_OUTCOMES = ("done", "diverged", "failed")
 LOG_TAIL_CHARS = 1500
 
 
@@ -100,7 +100,6 @@ class Running:
     conn: Any
     log: Path
     task: TaskID
-    started: float = field(default_factory=time.monotonic)
     eof: bool = False
     epoch: int = 0
     epochs: int = 0
@@ -275,9 +274,9 @@ class Worker:
     def _start(self, slot: Slot, job: JobRecord, worker: str) -> None:
         p = self.profile
         log = p.logs / f"job{job.id}-{job.key[:12]}.log"
-        options = dict(checkpoint_dir=Path(p.checkpoint_dir), data_dir=p.data_dir or None,
-                       max_epochs=p.max_epochs or None, heartbeat_seconds=p.heartbeat_seconds,
-                       max_attempts=p.max_attempts)
+        options = JobOptions(device=slot.device.torch_device, data_dir=p.data_dir or None,
+                             checkpoint_dir=Path(p.checkpoint_dir), max_epochs=p.max_epochs or None,
+                             heartbeat_seconds=p.heartbeat_seconds, max_attempts=p.max_attempts)
         request = dict(job_id=job.id, worker=worker, db=self.store.url, device=slot.device,
                        options=options, threads=self.threads, log=str(log))
         reader, writer = self._ctx.Pipe(duplex=False)
