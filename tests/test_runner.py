@@ -21,6 +21,7 @@ from benchmark.cli import main
 from benchmark.runner.devices import Device, DeviceError, SlotPool, discover
 from benchmark.runner.profile import RunnerProfileError, load_profile
 from benchmark.store import Store
+from benchmark.store.store import _pid_alive  # the check the store uses to spot dead local workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "images_per_second"}
@@ -87,6 +88,16 @@ def finish(p: subprocess.Popen, timeout: float = 240) -> str:
     out, _ = p.communicate(timeout=timeout)
     assert "Traceback" not in out, out
     return out
+
+
+def assert_clean_logs(folder: Path) -> None:
+    """The jobs' own logs (their stderr) hold no traceback and no database-locked error: finish()
+    sees only the worker's output."""
+    logs = list(folder.glob("**/logs/*.log"))
+    assert logs, f"no job logs under {folder}"
+    for log in logs:
+        text = log.read_text()
+        assert "Traceback" not in text and "locked" not in text, f"{log}:\n{text}"
 
 
 def wait_until(condition, timeout: float = 120, what: str = "condition") -> None:
@@ -227,6 +238,7 @@ def test_four_workers_share_one_sqlite_file(tmp_path):
     outputs = [finish(w, timeout=400) for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0, 0], outputs
     assert not any("locked" in o for o in outputs), outputs
+    assert_clean_logs(tmp_path)
     assert_complete(url, epochs=2)
     with Store(url) as s:
         jobs = s.jobs_frame()
@@ -253,6 +265,7 @@ def test_device_slots_never_hold_more_than_jobs_per_device_across_processes(tmp_
     b = start(tmp_path, "worker", "--db", url, "--runner", profile, **hooks)
     finish(a), finish(b)
     assert a.returncode == 0 and b.returncode == 0
+    assert_clean_logs(tmp_path)
     assert_complete(url, epochs=2)
 
     events = []
@@ -307,6 +320,7 @@ def reference(tmp_path_factory):
     suite = write_suite(tmp / "one.toml", name="one", images=256, epochs=3)
     out = finish(start(tmp, "run", suite, "--db", url, "--runner", write_profile(tmp)))
     assert "1 done" in out, out
+    assert_clean_logs(tmp)
     return metric_table(url)
 
 
@@ -325,7 +339,7 @@ def test_worker_killed_with_sigkill_mid_job_is_taken_over_and_finishes_identical
     # its job process notices that the worker is gone and kills itself
     log = next((tmp_path / "ckpt" / "logs").glob("job*.log")).read_text()
     child = int(log.split(" pid ")[1].split()[0])
-    wait_until(lambda: not _alive(child), 10, "the job process to die")
+    wait_until(lambda: not _pid_alive(child), 10, "the job process to die")
 
     out = finish(start(tmp_path, "worker", "--db", url, "--runner", profile))
     assert "took back 1 job(s)" in out, out
@@ -333,17 +347,6 @@ def test_worker_killed_with_sigkill_mid_job_is_taken_over_and_finishes_identical
         job = s.jobs_frame().iloc[0]
     assert job.state == "done" and job.attempts == 2
     assert metric_table(url) == reference
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -410,6 +413,7 @@ def test_bench_run_killed_with_sigkill_then_rerun_finishes_every_job_without_dup
     second = start(tmp_path, *args)
     out = finish(second)
     assert second.returncode == 0 and "2 done" in out, out
+    assert_clean_logs(tmp_path)
     assert_complete(url, epochs=3)
 
 
@@ -418,6 +422,7 @@ def test_status_shows_progress_test_error_and_eta(tmp_path):
     suite = write_suite(tmp_path / "s.toml", epochs=3)
     out = finish(start(tmp_path, "run", suite, "--db", url, "--runner", write_profile(tmp_path), "--max-epochs", "1"))
     assert "paused" in out
+    assert_clean_logs(tmp_path)
     import json
 
     result = CliRunner().invoke(main, ["status", "--db", url, "--format", "json"])
