@@ -102,7 +102,7 @@ def _runner_options(f):
 @_runner_options
 @click.option("--quick", is_flag=True,
               help=f"plumbing check: every cell (first seed) for {QUICK_ITERATIONS} iterations on {QUICK_TRAIN_IMAGES} "
-                   "images, into a throw-away database unless --db is given")
+                   "images on this machine (never submitted to Slurm), into a throw-away database unless --db is given")
 @click.option("--dry-run", is_flag=True, help="print the jobs this would run, and touch nothing")
 def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -> None:
     """Register SUITE's jobs in the database and train those not done yet.
@@ -122,10 +122,10 @@ def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -
     if quick and db is None:
         with tempfile.TemporaryDirectory(prefix="bench-quick-") as tmp:
             runner["checkpoint_dir"] = str(Path(tmp) / "checkpoints")
-            _run(suite, f"sqlite:///{tmp}/quick.sqlite", runner)
+            _run(suite, f"sqlite:///{tmp}/quick.sqlite", runner, local=True)
             _print_status(_store(f"sqlite:///{tmp}/quick.sqlite"), [suite.name])
         return
-    _run(suite, db, runner)
+    _run(suite, db, runner, local=quick)
 
 
 def _profile(runner: dict):
@@ -138,7 +138,9 @@ def _profile(runner: dict):
     return profile.override(**runner)
 
 
-def _run(suite, db: str | None, runner: dict) -> None:
+def _run(suite, db: str | None, runner: dict, local: bool = False) -> None:
+    """Register ``suite`` and work its queue here, or submit workers to Slurm (profile with [slurm],
+    unless ``local``: a quick run is a check of this machine's set-up)."""
     from benchmark.runner.status import status_frame, summary
     from benchmark.runner.worker import run_worker
 
@@ -146,7 +148,7 @@ def _run(suite, db: str | None, runner: dict) -> None:
     store = _store(db)
     added, present = store.register_suite(suite)
     click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
-    if profile.slurm is not None:
+    if profile.slurm is not None and not local:
         _submit(profile, store.url, [suite.name])
         return
     outcomes, code = run_worker(store, profile, [suite.name], console=console)
@@ -158,14 +160,8 @@ def _run(suite, db: str | None, runner: dict) -> None:
 
 
 def _submit(profile, url: str, suites: list[str]) -> None:
-    from benchmark.runner.slurm import SlurmError, sqlite_warning, submit
-    from benchmark.store.db import sqlite_path
+    from benchmark.runner.slurm import sqlite_warning, submit
 
-    path = sqlite_path(url)
-    if path is not None and path.parent.name.startswith("bench-quick-"):  # `run --quick` without --db
-        raise SlurmError("--quick without --db uses a throw-away SQLite file, deleted when this command ends, "
-                         "so Slurm jobs would never see it: run --quick on this machine (without a [slurm] "
-                         "profile), or give --db a database the nodes reach")
     warning = sqlite_warning(url)
     if warning:
         console.print(f"[yellow]{warning}[/yellow]", highlight=False)
