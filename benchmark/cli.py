@@ -279,6 +279,21 @@ def export(db: str | None, suites: tuple[str, ...], fmt: str, out: str | None) -
 
 
 @main.command()
+@click.argument("suite")
+@click.option("--db", default=None, help=URL_HELP)
+@click.option("--state", "states", multiple=True, type=click.Choice(["failed", "diverged", "done"]),
+              default=("failed", "diverged"), show_default=True, help="which jobs to queue again (repeatable)")
+def retry(suite: str, db: str | None, states: tuple[str, ...]) -> None:
+    """Queue SUITE's failed (and diverged) jobs again, with a fresh attempt count.
+
+    They resume from their last epoch checkpoint on the next `bench run` or `bench worker`; their
+    recorded epochs stay until overwritten.
+    """
+    n = _store(db).reset_jobs(suite, states)
+    click.echo(f"{n} job(s) of '{suite}' queued again; run `bench run` or `bench worker` to train them")
+
+
+@main.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def models(fmt: str) -> None:
     """List every registered architecture with its parameter count."""

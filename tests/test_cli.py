@@ -182,3 +182,15 @@ def test_report_and_check_on_a_quick_run_use_the_quick_jobs(tmp_path, db_url):
     result = bench("report", "smoke-quick", "--db", db_url, "--out", str(tmp_path / "out"), "--no-figures")
     assert result.exit_code == 0, result.output
     assert "smoke-quick: 4/4 jobs done" in result.output
+
+
+def test_retry_queues_failed_jobs_again(tmp_path, db_url):
+    suite = tiny_suite(tmp_path, dataset="cifar10")
+    bench("run", suite, "--db", db_url, "--devices", "cpu", "--data-dir", str(tmp_path / "nowhere"),
+          "--checkpoint-dir", str(tmp_path / "c"))
+    assert (Store(db_url).jobs_frame().state == "failed").all()
+    result = bench("retry", "tiny", "--db", db_url)
+    assert result.exit_code == 0 and "4 job(s)" in result.output
+    jobs = Store(db_url).jobs_frame()
+    assert (jobs.state == "queued").all() and (jobs.attempts == 0).all()
+    assert bench("retry", "nope", "--db", db_url).exit_code == 2
