@@ -35,7 +35,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal, select, update
 
 from benchmark.config import JobSpec
 from benchmark.suite_types import Suite
@@ -163,13 +163,14 @@ class Store:
         return translate_errors(self.url)
 
     def _insert(self, table):
-        """INSERT with ON CONFLICT support where the dialect has it (sqlite, postgresql)."""
+        """INSERT with ON CONFLICT (upserts): SQLite and PostgreSQL, the two backends bench supports."""
         if self.dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         elif self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            return None
+            raise StoreError(f"{display_url(self.url)}: bench stores results in SQLite or PostgreSQL, "
+                             f"not {self.dialect}")
         return dialect_insert(table)
 
     def _suite_id(self, conn, name: str) -> int:
@@ -196,10 +197,8 @@ class Store:
         with self._guard(), self._write.begin() as c:
             sid = c.execute(select(S.c.id).where(S.c.name == suite.name)).scalar()
             if sid is None:
-                ins = self._insert(S)
-                stmt = (ins.on_conflict_do_nothing(index_elements=["name"]) if ins is not None
-                        else insert(S)).values(name=suite.name, registered_at=utcnow(), **values)
-                c.execute(stmt)
+                c.execute(self._insert(S).on_conflict_do_nothing(index_elements=["name"])
+                          .values(name=suite.name, registered_at=utcnow(), **values))
                 sid = c.execute(select(S.c.id).where(S.c.name == suite.name)).scalar_one()
             c.execute(update(S).where(S.c.id == sid).values(**values))
 
@@ -209,10 +208,8 @@ class Store:
                         config=j.spec.canonical_json(), state=QUEUED, attempts=0, epochs_done=0)
                    for k, j in jobs.items() if k not in existing]
             if new:
-                ins = self._insert(J)
-                stmt = (ins.on_conflict_do_nothing(index_elements=["suite_id", "key"])
-                        if ins is not None else insert(J))
-                c.execute(stmt.values(created_at=utcnow()), new)
+                c.execute(self._insert(J).on_conflict_do_nothing(index_elements=["suite_id", "key"])
+                          .values(created_at=utcnow()), new)
             relabel = [dict(_id=existing[k][0], _label=j.label)
                        for k, j in jobs.items() if k in existing and existing[k][1] != j.label]
             if relabel:
@@ -334,14 +331,8 @@ class Store:
                 raise NotFound(f"no job {job_id} in {display_url(self.url)}")
             if rows:
                 ins = self._insert(M)
-                if ins is not None:
-                    c.execute(ins.on_conflict_do_update(
-                        index_elements=["job_id", "epoch", "name"],
-                        set_={"value": ins.excluded.value}), rows)
-                else:  # portable fallback: delete then insert, in the same transaction
-                    c.execute(delete(M).where(M.c.job_id == job_id, M.c.epoch == int(epoch),
-                                              M.c.name.in_([r["name"] for r in rows])))
-                    c.execute(insert(M), rows)
+                c.execute(ins.on_conflict_do_update(index_elements=["job_id", "epoch", "name"],
+                                                    set_={"value": ins.excluded.value}), rows)
         return True
 
     def finish(self, job_id: int, state: str, error: str | None = None,
