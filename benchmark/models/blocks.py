@@ -132,13 +132,18 @@ class ResidualUnit(nn.Module):
     def __init__(self, branch: nn.Sequential, shortcut: nn.Module | None, *, order: str, scale: str,
                  tau: float | None = None, preact: nn.Module | None = None, share_preact: bool = False) -> None:
         super().__init__()
-        self.order, self.scale_kind, self.share_preact = order, scale, share_preact
+        self.scale_kind, self.share_preact = scale, share_preact
         self.preact = preact  # BN-ReLU on the input of a pre-activation unit
         self.branch = branch
         self.shortcut = shortcut
         self.tau = tau  # fixed tau (python float); None when shared or unused
-        if scale in ("rezero", "tanh_rezero"):
+        rezero = scale in ("rezero", "tanh_rezero")
+        if rezero:
             self.alpha = nn.Parameter(torch.zeros(1))  # ReZero: one scalar per block, init 0
+        # Post-activation ReLU: after the addition (He 2016), or inside the branch for ReZero, whose
+        # author puts the skip connection after the nonlinearity (ReZero-examples notebook).
+        self.relu_in_branch = order == "post" and rezero
+        self.relu_after_add = order == "post" and not rezero
 
     def multiplier(self) -> Tensor | float | None:
         """The effective scale of this unit's own branch (not the shared tau)."""
@@ -156,11 +161,11 @@ class ResidualUnit(nn.Module):
             a = shortcut_in = x
         f = self.branch(a)
         s = shared_tau if shared_tau is not None else self.multiplier()
-        if self.order == "post" and self.scale_kind in ("rezero", "tanh_rezero"):
+        if self.relu_in_branch:
             f = F.relu(f)
         if s is not None:
             f = f * s
         out = f if self.shortcut is None else f + self.shortcut(shortcut_in)
-        if self.order == "post" and self.scale_kind not in ("rezero", "tanh_rezero"):
+        if self.relu_after_add:
             out = F.relu(out)
         return out
