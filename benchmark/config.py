@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -201,6 +201,58 @@ class RuntimeConfig:
     compile: bool = False
 
 
+# ----------------------------------------------------------------------------------------------
+# Job identity. A job's key must never move when the code grows (DESIGN.md "Identity and
+# provenance"): the database, the checkpoints and every report find a result by it.
+#
+# THE RULE. The key hashes every field below (key version 1, the fields bench had when keys were
+# first issued), plus every field added since *only when its value differs from its declared
+# default*. Therefore:
+#   1. a new field's default must mean exactly what the code did before the field existed;
+#   2. a default never changes meaning, and a field is never removed or renamed (deprecate it: keep
+#      it, with its default);
+#   3. this list is never edited.
+# tests/test_job_identity.py pins the keys of fixed specs as literal strings, and checks that a new
+# field at its default moves no key.
+KEY_V1_FIELDS: frozenset[str] = frozenset(
+    ["seed", "model", "data", "optim", "schedule", "runtime"]
+    + [f"model.{n}" for n in (
+        "depth", "block", "order", "shortcut", "shortcut_pool", "shortcut_norm", "widths", "stages",
+        "residual_scale", "tau", "tau_mode", "norm", "init", "init_linear", "conv_bias", "final_norm",
+        "first_unit_shares_preact", "zero_init_last_norm", "num_classes")]
+    + [f"data.{n}" for n in (
+        "dataset", "train_size", "test_size", "val_size", "normalize", "mean", "std", "pad",
+        "pad_mode", "flip", "flip_p", "shift", "scale", "rotate", "affine_p", "synthetic_train",
+        "synthetic_test")]
+    + [f"optim.{n}" for n in (
+        "batch_size", "lr", "momentum", "nesterov", "weight_decay", "weight_decay_on", "scalar_lr_scale")]
+    + [f"schedule.{n}" for n in (
+        "unit", "length", "milestones", "gamma", "warmup", "warmup_lr", "warmup_length",
+        "warmup_until_error")]
+    + [f"runtime.{n}" for n in ("channels_last", "precision", "compile")]
+)
+
+
+def _default(f) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def identity(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """The part of a config dataclass that its key hashes (THE RULE above), as plain JSON data."""
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        name, value = prefix + f.name, getattr(obj, f.name)
+        versioned = name in KEY_V1_FIELDS
+        if is_dataclass(value):
+            value = identity(value, name + ".")
+            if not value and not versioned:
+                continue  # a whole new section, all at its defaults
+        elif not versioned and value == _default(f):
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One training run: everything needed to reproduce it, and nothing else."""
@@ -213,6 +265,7 @@ class JobSpec:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as stored with the job (``jobs.config``)."""
         return asdict(self)
 
     def canonical_json(self) -> str:
@@ -220,8 +273,9 @@ class JobSpec:
 
     @cached_property  # frozen, so computed once (cached_property writes __dict__ directly)
     def key(self) -> str:
-        """Stable identity of the run: a hash of its canonical JSON."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """Stable identity of the run: a hash of its identity (see THE RULE above)."""
+        text = json.dumps(identity(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @cached_property
     def cell_key(self) -> str:

@@ -52,7 +52,7 @@ def test_grid_expands_every_combination_times_seeds():
     assert all(len(cells) == 1 for cells in by_label.values())
 
 
-def test_keys_are_stable_across_parses():
+def test_keys_are_equal_across_parses():
     assert [j.key for j in parse(MINIMAL).jobs] == [j.key for j in parse(MINIMAL).jobs]
 
 
