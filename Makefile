@@ -29,4 +29,4 @@ test: install
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) db/results.sqlite* db/checkpoints reports/*.md reports/*.html reports/figures
+	rm -rf $(VENV) db/results.sqlite* db/results.checkpoints db/checkpoints reports/*.md reports/*.html reports/figures

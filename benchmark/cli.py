@@ -223,8 +223,11 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
     frame = status_frame(store, list(suites) or None)
     if fmt == "json":
         columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
-                   "attempts", "worker", "device", "key", "error"]
-        click.echo(frame[columns].to_json(orient="records", indent=2))
+                   "attempts", "worker", "device", "key", "error", "code_version"]
+        records = json.loads(frame[columns].to_json(orient="records"))
+        for rec, env in zip(records, frame["environment"]):
+            rec["environment"] = json.loads(env) if isinstance(env, str) else None
+        click.echo(json.dumps(records, indent=2))
         return
     if frame.empty and not watch:
         click.echo("no jobs in the database; register some with `bench run SUITE`")
@@ -250,6 +253,20 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
                 live.update(view(), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB", type=int)
+@click.option("--db", default=None, help=URL_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--diff", "with_diff", is_flag=True, help="also print the uncommitted diff the job ran with")
+def show(job_id: int, db: str | None, fmt: str, with_diff: bool) -> None:
+    """Everything about one job (its id, as `bench status` lists): config, environment, code
+    version and diff, attempts, the last error and the end of its log."""
+    from benchmark.runner.show import details_text, job_details
+
+    details = job_details(_store(db), job_id)
+    click.echo(json.dumps(details, indent=2, default=str) if fmt == "json" else details_text(details, with_diff))
 
 
 def _print_status(store, suites, frame=None) -> None:
@@ -321,8 +338,11 @@ def upgrade(url: str | None) -> None:
     """Apply schema migrations (run once, before starting workers)."""
     from benchmark.store import upgrade as upgrade_db
 
-    upgrade_db(url)
-    click.echo("database schema is up to date")
+    before, after = upgrade_db(url)
+    if before == after:
+        click.echo(f"database schema is up to date (revision {after})")
+    else:
+        click.echo(f"database schema upgraded from revision {before or 'none (new database)'} to {after}")
 
 
 @db.command(name="status")

@@ -290,8 +290,14 @@ class JobSpec:
 def from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a (nested) config dataclass from ``asdict`` output, turning lists back into tuples.
 
-    For stored configs only: user input goes through ``benchmark.suite``, which validates.
+    For stored configs only: user input goes through ``benchmark.suite``, which validates. A field
+    this code does not know (a config written by a newer bench) is refused, never dropped: dropping
+    it would silently turn the job into another one.
     """
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise UserError(f"a stored {cls.__name__} has field(s) {', '.join(unknown)} that this bench does "
+                        "not know: it was written by a newer bench; update bench (git pull && pip install -e .)")
     kwargs = {}
     for f in fields(cls):
         if f.name not in d:

@@ -30,10 +30,13 @@ class Job:
 
     label: str  # e.g. "resnet-20" ; unique per cell within the suite
     spec: JobSpec
+    stored_key: str | None = None  # a registered job's key as the database holds it
 
     @property
     def key(self) -> str:
-        return self.spec.key
+        """The stored key of a registered job (the database is the source of truth), else the
+        key of the spec as this code computes it."""
+        return self.stored_key or self.spec.key
 
     @property
     def seed(self) -> int:
@@ -81,6 +84,9 @@ class Suite:
     published: tuple[Published, ...] = ()
     claims: tuple[Claim, ...] = ()
     text: str = field(default="", repr=False)  # the TOML source as read, stored with the suite
+    # What a report must say about where its jobs came from (e.g. a suite file edited since it was
+    # registered); set by report.api.resolve_suites, shown in every report's header.
+    notices: tuple[str, ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ epoch k computes bit-identical epochs k+1... on CPU.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark import checkpoint as ckpt
+from benchmark.checkpoint import CheckpointError, Owner
 from benchmark.config import JobSpec, ScheduleConfig
 from benchmark.data import DeviceLoader, load_splits, make_loaders
 from benchmark.models import build_model, residual_scales
@@ -31,7 +32,6 @@ from benchmark.models import build_model, residual_scales
 Status = Literal["done", "diverged", "stopped"]
 REPORT_SECONDS = 0.25  # on_step at most this often: each report waits for the device (one sync)
 WARMUP_WINDOW = 50  # iterations over which "training error below X" is judged (He 2016 §4.2)
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,6 @@ class TrainResult:
     message: str = ""
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
 @dataclass
 class _State:
     """What a checkpoint must hold besides model and optimiser to continue exactly."""
@@ -75,6 +71,7 @@ def train(
     device: str | torch.device = "cpu",
     data_dir: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    owner: Owner | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
     on_step: Callable[[Step], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -82,7 +79,11 @@ def train(
 ) -> TrainResult:
     """Run (or continue) ``spec``. ``on_epoch(epoch, metrics)`` is called once per epoch, 1-based,
     after the checkpoint of that epoch is on disk; on resume it is replayed for the epochs already done
-    so a store that missed them catches up (writes are idempotent upserts)."""
+    so a store that missed them catches up (writes are idempotent upserts).
+
+    ``checkpoint`` is resumed from only when it names ``owner`` (the database job it belongs to; None
+    for a run outside any database, whose checkpoint must then name none and have ``spec``'s key);
+    anything else raises ``CheckpointError``."""
     device = torch.device(device)
     splits = load_splits(spec.data, data_dir)
 
@@ -101,7 +102,7 @@ def train(
     total_iterations, total_epochs = _length(spec.schedule, per_epoch)
     state = _State()
     if checkpoint is not None and Path(checkpoint).exists():
-        state = _load_checkpoint(Path(checkpoint), spec, model, optimizer, device)
+        state = _load_checkpoint(Path(checkpoint), spec, owner, model, optimizer, device)
         for i, metrics in enumerate(state.history, start=1):
             on_epoch(i, metrics)
     step_fn = torch.compile(model) if spec.runtime.compile else model
@@ -180,7 +181,7 @@ def train(
         state.epoch = epoch
         state.history.append(metrics)
         if checkpoint is not None:
-            _save_checkpoint(Path(checkpoint), spec, model, optimizer, state)
+            _save_checkpoint(Path(checkpoint), spec, owner, model, optimizer, state)
         on_epoch(epoch, metrics)
         epochs_this_call += 1
     return TrainResult("done", state.epoch, state.history)
@@ -250,14 +251,13 @@ def _lr(spec: JobSpec, state: _State, per_epoch: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: written atomically (temp file + rename) so a kill mid-write leaves the last good one.
+# Checkpoints (format and ownership: benchmark/checkpoint.py)
 
 
-def _save_checkpoint(path: Path, spec: JobSpec, model: nn.Module, optimizer, state: _State) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "key": spec.key,
+def _save_checkpoint(path: Path, spec: JobSpec, owner: Owner | None, model: nn.Module, optimizer,
+                     state: _State) -> None:
+    ckpt.save(path, {
+        "key": owner.key if owner is not None else spec.key,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": state.epoch,
@@ -265,26 +265,24 @@ def _save_checkpoint(path: Path, spec: JobSpec, model: nn.Module, optimizer, sta
         "warming": state.warming,
         "recent_errors": list(state.recent_errors),
         "history": state.history,
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    }, owner)
 
 
-def _load_checkpoint(path: Path, spec: JobSpec, model: nn.Module, optimizer, device) -> _State:
+def _load_checkpoint(path: Path, spec: JobSpec, owner: Owner | None, model: nn.Module, optimizer,
+                     device) -> _State:
+    payload = ckpt.read(path, map_location=device)
+    found = ckpt.owner_of(payload)
+    if found != owner or (owner is None and payload.get("key") != spec.key):
+        theirs = found.describe() if found else f"no database (key {payload.get('key')})"
+        ours = owner.describe() if owner else f"a run outside any database (key {spec.key})"
+        raise CheckpointError(f"checkpoint {path} belongs to {theirs}, not to {ours}")
     try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-        if payload.get("version") != CHECKPOINT_VERSION or payload.get("key") != spec.key:
-            raise CheckpointError("it belongs to another job or another bench version")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-    except CheckpointError as e:
-        raise CheckpointError(f"checkpoint {path} cannot be used: {e}; delete it to restart the job from epoch 1")
-    except Exception as e:  # truncated or corrupt file: torch raises many different types
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt ({type(e).__name__}: {e}); delete it to restart the job from epoch 1"
-        ) from None
-    state = _State(epoch=payload["epoch"], iteration=payload["iteration"], warming=payload["warming"],
-                   history=list(payload["history"]))
-    state.recent_errors.extend(payload["recent_errors"])
+        state = _State(epoch=int(payload["epoch"]), iteration=int(payload["iteration"]),
+                       warming=bool(payload["warming"]), history=list(payload["history"]))
+        state.recent_errors.extend(payload["recent_errors"])
+    except Exception as e:  # a readable file with the wrong contents
+        raise CheckpointError(f"checkpoint {path} does not fit this job's model or optimiser "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return state

@@ -69,7 +69,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(TINY, checkpoint=ckpt)
     other = tmp_path / "other.pt"
     train(replace(TINY, seed=9), checkpoint=other, max_epochs=1)
-    with pytest.raises(CheckpointError, match="another job"):
+    with pytest.raises(CheckpointError, match="belongs to no database .key .*, not to a run outside any database"):
         train(TINY, checkpoint=other)
 
 

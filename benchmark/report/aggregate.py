@@ -144,7 +144,7 @@ def expected_jobs(suite: Suite, jobs: pd.DataFrame | None) -> pd.DataFrame:
             "seed": [j.seed for j in suite.jobs],
         }
     )
-    cols = ["job_id", "state", "epochs_done", "error"]
+    cols = ["job_id", "state", "epochs_done", "error", "code_version", "environment"]
     if jobs is None or jobs.empty:
         for c in cols:
             exp[c] = None

@@ -5,7 +5,8 @@ Kept separate from the click commands so tests and the smoke gate can call them 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -13,11 +14,17 @@ import pandas as pd
 
 from benchmark.report.aggregate import UNFINISHED, ReportError, SuiteResults, metrics_needed, resolve_select, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
-from benchmark.suite_types import Suite
+from benchmark.config import JobSpec
+from benchmark.suite_types import Job, Suite
 
 def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     """SUITE arguments: a path to a .toml file, or the name of a suite registered in the database.
-    No arguments: every suite in the database, by name."""
+    No arguments: every suite in the database, by name.
+
+    A registered suite is reported from its stored jobs (label, key and configuration as the
+    database holds them), never re-expanded with today's code; a suite file given by path supplies
+    the published numbers and claims, and where its jobs differ from the registered ones the report
+    says which cells (``Suite.notices``). Only a file never registered is expanded from its text."""
     from benchmark.suite import SuiteError, load_suite, parse_registered
 
     registered = {s["name"]: s for s in store.suites()}
@@ -25,15 +32,52 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     for name in names or list(registered):
         p = Path(name)
         if name.endswith(".toml") or p.exists():
-            out.append(load_suite(p))  # a missing file is a SuiteError naming it
+            suite = load_suite(p)  # a missing file is a SuiteError naming it
+            out.append(as_registered(store, suite, f"the suite file {p}") if suite.name in registered else suite)
             continue
         if name not in registered:
             close = difflib.get_close_matches(name, list(registered), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(registered) or "none registered"
             raise SuiteError(name, [f"not a suite file and not a suite in the database{hint}; known: {known}"])
-        out.append(parse_registered(name, store.suite_text(name), registered[name].get("path") or name))
+        suite = parse_registered(name, store.suite_text(name), registered[name].get("path") or name)
+        out.append(as_registered(store, suite, "the registered suite text, expanded by this bench,"))
     return out
+
+
+def as_registered(store: Any, suite: Suite, what: str) -> Suite:
+    """``suite`` with the jobs the database holds for it, and a notice where ``suite``'s own jobs
+    (``what`` made them) differ from those."""
+    frame = store.jobs_frame([suite.name])
+    stored = tuple(Job(r.label, JobSpec.from_dict(json.loads(r.config)), stored_key=r.key)
+                   for r in frame.itertuples())
+    notice = job_differences(suite.jobs, stored, what, suite.name)
+    return replace(suite, jobs=stored, notices=suite.notices + ((notice,) if notice else ()))
+
+
+def job_differences(expanded: Sequence[Job], stored: Sequence[Job], what: str, name: str) -> str:
+    """One sentence naming the cells whose jobs differ between a suite's text and the database."""
+    def cells(jobs: Sequence[Job]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for j in jobs:
+            out.setdefault(j.label, set()).add(j.key)
+        return out
+
+    new, old = cells(expanded), cells(stored)
+    added = [c for c in new if c not in old]
+    removed = [c for c in old if c not in new]
+    changed = [c for c in new if c in old and new[c] != old[c]]
+    if not (added or removed or changed):
+        return ""
+    parts = []
+    if changed:
+        parts.append(f"changed configuration or seeds in {', '.join(changed)}")
+    if added:
+        parts.append(f"cells not registered yet: {', '.join(added)} (`bench run` registers them)")
+    if removed:
+        parts.append(f"registered cells it no longer has: {', '.join(removed)}")
+    return (f"{what} differs from the jobs registered as {name!r}: {'; '.join(parts)}. "
+            "This report shows the registered jobs, as the database holds them.")
 
 
 def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

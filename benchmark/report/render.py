@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
+from benchmark.report.provenance import code_versions, header_lines
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
@@ -119,7 +120,8 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
     meta = [("suite", s.name), ("source", s.source), ("protocol", s.protocol)]
     parts += [f"- **{k}**: {md_escape(v)}" for k, v in meta if v]
     parts += [f"- **tolerance**: ±{s.tolerance:g} (unless a published value sets its own)",
-              f"- **{md_escape(_select_line(res))}**", ""]
+              f"- **{md_escape(_select_line(res))}**"]
+    parts += [f"- **{k}**: {md_escape(v)}" for k, v in header_lines(res)] + [""]
     if s.description:
         parts += [md_escape(s.description), ""]
     parts += ["## Comparison", "", _md_table(TABLE_HEADER, [row_cells(r) for r in res.records]), ""]
@@ -166,7 +168,8 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
         if v:
             out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
     out += [f"<li><b>tolerance</b>: ±{s.tolerance:g} (unless a published value sets its own)</li>",
-            f"<li><b>{_h(_select_line(res))}</b></li>", "</ul>"]
+            f"<li><b>{_h(_select_line(res))}</b></li>"]
+    out += [f"<li><b>{_h(k)}</b>: {_h(v)}</li>" for k, v in header_lines(res)] + ["</ul>"]
     if s.description:
         out.append(f"<p>{_h(s.description)}</p>")
     out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
@@ -221,6 +224,7 @@ def render_json(res: SuiteResults) -> str:
     doc = {
         "suite": s.name, "title": s.title, "source": s.source, "protocol": s.protocol,
         "tolerance": s.tolerance, "select": res.select,
+        "code_versions": code_versions(res.jobs), "notices": list(s.notices),
         "rows": [{k: _clean(v) for k, v in r.items()} for r in res.records],
         "claims": [
             {"name": c.name, "text": c.text, "expr": c.expr, "source": c.source, "verdict": r.verdict,

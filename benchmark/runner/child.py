@@ -38,14 +38,14 @@ import torch  # noqa: F401  (the fork server imports this module once; every job
 
 from benchmark.runner.devices import Device
 from benchmark.runner.job import JobOptions, execute
-from benchmark.store import Store, git_version, head_revision
+from benchmark.store import Store, head_revision, provenance
 from benchmark.store.store import dead_local_worker
 from benchmark.train import Step
 
 FAULT_ENV = "BENCH_FAULT"
 
 # The fork server pays, once, what every job would otherwise pay at its start:
-git_version()  # cached: the commit and dirty flag of the code the fork server imported, as jobs record
+provenance()  # cached: the version, commit and diff of the code the fork server imported, as jobs record
 head_revision()  # imports alembic's migration machinery (each Store() still reads the scripts)
 # The first optimiser of a process imports torch._dynamo (over a second): pay that once, here.
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -145,6 +145,10 @@ def run_child(conn, request: dict[str, Any]) -> None:
         send("step", dict(epoch=s.epoch, epochs=s.epochs, iteration=s.iteration,
                           iterations=s.iterations, loss=s.loss, error=s.error))
 
+    def warn(text: str) -> None:  # in the job's log, and on the worker's console
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+        send("warning", {"text": text})
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         completed[0] = max(completed[0], epoch)
         send("epoch", dict(epoch=epoch, iteration=metrics.get("iterations"), loss=metrics.get("train_loss"),
@@ -153,7 +157,7 @@ def run_child(conn, request: dict[str, Any]) -> None:
     _trace("start", device, job.id)
     try:
         outcome = execute(store, job, request["worker"], options, should_stop=should_stop,
-                          on_step=on_step, on_epoch=on_epoch)
+                          on_step=on_step, on_epoch=on_epoch, warn=warn)
         lines = (store.get_job(job.id).error or "").strip().splitlines()
         send("end", {"outcome": outcome, "message": lines[-1] if lines else ""})
     finally:

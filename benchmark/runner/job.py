@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
-from benchmark.store import JobRecord, Store, environment
+from benchmark.store import JobRecord, Store, environment, provenance
 
 if TYPE_CHECKING:
     from benchmark.train import Step
@@ -41,10 +41,49 @@ class JobOptions:
     max_epochs: int | None  # an epoch budget for this call; the job stays resumable
     heartbeat_seconds: float
     max_attempts: int  # an out-of-memory job is retried until it has been claimed this often
+    log: str = ""  # this job's log file (recorded with its environment, for `bench show`)
+
+
+# Release 0.1.0 kept every database's checkpoints here (relative to the working directory). A job
+# whose own checkpoint is missing looks here once and adopts what the database vouches for.
+LEGACY_CHECKPOINT_DIR = Path("db/checkpoints")
 
 
 def checkpoint_path(options: JobOptions, job: JobRecord) -> Path:
     return Path(options.checkpoint_dir) / f"{job.key}.pt"
+
+
+def claim_checkpoint(store: Store, job: JobRecord, path: Path, warn: Callable[[str], None]) -> None:
+    """Leave at ``path`` only a checkpoint of this database's ``job``, so that training resumes
+    from it or starts at epoch 1: a legacy (release 0.1.0) checkpoint that the database vouches for
+    is adopted (rewritten with its owner); another database's or job's is set aside, with a warning
+    naming it. An unreadable one is left for ``execute`` to set aside as corrupt."""
+    from benchmark import checkpoint as ckpt  # torch: only in the job's process
+
+    source = path
+    if not source.exists():
+        source = LEGACY_CHECKPOINT_DIR / path.name
+        if job.epochs_done == 0 or not source.is_file() or source.resolve() == path.resolve():
+            return
+    payload = ckpt.read(source)
+    owner = ckpt.Owner(store.database_id, job.id, job.key)
+    found = ckpt.owner_of(payload)
+    if found == owner:
+        return
+    if found is None and ckpt.adoptable(payload, job.key, store.job_history(job.id)):
+        ckpt.save(path, payload, owner)
+        if source != path:
+            source.unlink()
+        warn(f"adopted the release 0.1.0 checkpoint {source} (epoch {payload.get('epoch')}): "
+             f"the database holds its epochs")
+        return
+    if source != path:
+        return  # another database's legacy file in the old shared folder: not ours, leave it
+    aside = path.with_name(f"{path.name}.foreign")
+    os.replace(path, aside)
+    whose = found.describe() if found else "a release 0.1.0 run whose epochs this database does not hold"
+    warn(f"ignored checkpoint {path}: it belongs to {whose}, not to this database's job {job.id}; "
+         f"moved it to {aside}; the job starts from epoch 1")
 
 
 def execute(
@@ -56,11 +95,16 @@ def execute(
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[Step], None] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    warn: Callable[[str], None] = log.warning,
 ) -> Outcome:
     """Train a job this worker has claimed and leave it in a final or queued state."""
-    from benchmark.train import CheckpointError, train  # torch: only in the job's process
+    from benchmark.checkpoint import CheckpointError, Owner  # torch: only in the job's process
+    from benchmark.train import train
 
-    store.set_environment(job.id, environment(options.device))
+    env = environment(options.device)
+    if options.log:
+        env["log"] = options.log
+    store.set_environment(job.id, env, provenance())
     lost = threading.Event()
     done = threading.Event()
 
@@ -81,17 +125,20 @@ def execute(
     thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
     thread.start()
     try:
-        kwargs = dict(device=options.device, data_dir=options.data_dir, checkpoint=ckpt, on_epoch=record,
+        kwargs = dict(device=options.device, data_dir=options.data_dir, checkpoint=ckpt,
+                      owner=Owner(store.database_id, job.id, job.key), on_epoch=record,
                       on_step=on_step, should_stop=lambda: lost.is_set() or should_stop(),
                       max_epochs=options.max_epochs)
         try:
+            claim_checkpoint(store, job, ckpt, warn)
             result = train(job.spec, **kwargs)
         except CheckpointError as e:
             # Keep the bad file for inspection and start over: nothing is lost, because epochs are
             # upserted and a fresh run of the same seed recomputes them.
             aside = ckpt.with_suffix(".corrupt")
-            os.replace(ckpt, aside)
-            log.warning("%s; moved it to %s and restarting job %s from epoch 1", e, aside, job.label)
+            if ckpt.exists():  # (an unreadable file in the legacy folder stays where it is)
+                os.replace(ckpt, aside)
+            warn(f"{e}; moved it to {aside} and restarting job {job.id} from epoch 1")
             result = train(job.spec, **kwargs)
     except Exception as e:
         if _out_of_memory(e):

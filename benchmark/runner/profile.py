@@ -61,16 +61,31 @@ class RunnerProfile:
     max_attempts: int = 3  # claims before a job that keeps crashing is marked failed
     poll_seconds: float = 5.0  # `bench worker --wait`: how often an idle worker looks at the queue
     lock_dir: str = field(default_factory=default_lock_dir)
-    checkpoint_dir: str = "db/checkpoints"
-    log_dir: str = ""  # each job's stderr (tracebacks, warnings); "" means <checkpoint_dir>/logs
+    checkpoint_dir: str = ""  # "" follows the database: see checkpoint_folder()
+    log_dir: str = ""  # each job's stderr (tracebacks, warnings); "" means <checkpoint folder>/logs
     data_dir: str = ""  # "" means --data-dir, else $BENCH_DATA, else ~/.cache/bench/data
     max_epochs: int = 0  # 0: no budget; N: each job trains at most N epochs per call
     path: str = ""  # the file this came from ("" for the defaults)
     slurm: SlurmOptions | None = None
 
-    @property
-    def logs(self) -> Path:
-        return Path(self.log_dir) if self.log_dir else Path(self.checkpoint_dir) / "logs"
+    def checkpoint_folder(self, database_url: str, database_id: str) -> Path:
+        """Where the jobs of one database keep their checkpoints: ``checkpoint_dir`` when set;
+        else beside a SQLite file (``db/results.sqlite`` -> ``db/results.checkpoints``); else, for
+        a server database, ``db/checkpoints/<database UUID>`` under the working directory (set
+        checkpoint_dir to a shared folder when workers on several machines should resume each
+        other's jobs). Each checkpoint names its database too, so a folder shared by mistake
+        never replays one database's results into another."""
+        from benchmark.store.db import sqlite_path  # torch-free, SQLAlchemy only
+
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        path = sqlite_path(database_url)
+        if path is not None:
+            return path.with_name(f"{path.stem}.checkpoints")
+        return Path("db/checkpoints") / database_id
+
+    def log_folder(self, checkpoints: Path) -> Path:
+        return Path(self.log_dir) if self.log_dir else checkpoints / "logs"
 
     def override(self, **values: Any) -> "RunnerProfile":
         """The profile with command-line values set (None means: not given); validated again."""

@@ -33,6 +33,7 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any, Sequence
 
+from rich.markup import escape
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
@@ -146,6 +147,8 @@ class Worker:
         per_device = profile.workers if self.devices[0].kind == "cpu" else profile.jobs_per_device
         self.pool = SlotPool(self.devices, per_device, profile.lock_dir)
         self.threads = profile.threads or max(1, (os.cpu_count() or 1) // self.pool.size)
+        self.checkpoints = profile.checkpoint_folder(store.url, store.database_id)
+        self.logs = profile.log_folder(self.checkpoints)
         self.host = socket.gethostname()
         self.running: list[Running] = []
         self.outcomes: Counter = Counter()
@@ -273,10 +276,11 @@ class Worker:
 
     def _start(self, slot: Slot, job: JobRecord, worker: str) -> None:
         p = self.profile
-        log = p.logs / f"job{job.id}-{job.key[:12]}.log"
+        log = self.logs / f"job{job.id}-{job.key[:12]}.log"
         options = JobOptions(device=slot.device.torch_device, data_dir=p.data_dir or None,
-                             checkpoint_dir=Path(p.checkpoint_dir), max_epochs=p.max_epochs or None,
-                             heartbeat_seconds=p.heartbeat_seconds, max_attempts=p.max_attempts)
+                             checkpoint_dir=self.checkpoints, max_epochs=p.max_epochs or None,
+                             heartbeat_seconds=p.heartbeat_seconds, max_attempts=p.max_attempts,
+                             log=str(log))
         request = dict(job_id=job.id, worker=worker, db=self.store.url, device=slot.device,
                        options=options, threads=self.threads, log=str(log))
         reader, writer = self._ctx.Pipe(duplex=False)
@@ -326,6 +330,8 @@ class Worker:
             self.progress.update(r.task, info=r.info())
         elif kind == "start":
             self.progress.update(r.task, info=f"epoch {data['epochs_done'] + 1}: loading data")
+        elif kind == "warning":
+            self._say(f"[yellow]{escape(r.job.label)} s{r.job.seed} (job {r.job.id}): {escape(data['text'])}[/yellow]")
         elif kind == "end":
             r.outcome, r.message = data["outcome"], data.get("message", "")
 

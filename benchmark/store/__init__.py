@@ -12,7 +12,7 @@ from .db import (
     head_revision,
     resolve_url,
 )
-from .environment import environment, git_version
+from .environment import Provenance, environment, git_version, provenance
 from .schema import DIVERGED, DONE, FAILED, FINAL_STATES, QUEUED, RUNNING, STATES
 from .store import JobRecord, Store
 
@@ -52,5 +52,5 @@ def schema_revision(url: str | None = None) -> tuple[str | None, str]:
 __all__ = [
     "DEFAULT_URL", "URL_HELP", "DIVERGED", "DONE", "FAILED", "FINAL_STATES", "QUEUED", "RUNNING", "STATES",
     "JobRecord", "NotFound", "SchemaError", "Store", "StoreError", "display_url", "environment",
-    "git_version", "head_revision", "resolve_url", "schema_revision", "upgrade",
+    "Provenance", "git_version", "head_revision", "provenance", "resolve_url", "schema_revision", "upgrade",
 ]

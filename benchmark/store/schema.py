@@ -97,6 +97,29 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)  # last traceback / reason
     environment: Mapped[str | None] = mapped_column(Text)  # JSON: torch, cuda, gpu, host, git
+    # The code that produced the results: "<bench version>+g<commit>[.dirty.<diff hash>]" (see
+    # environment.Provenance); the diff itself is in code_diffs.
+    code_version: Mapped[str | None] = mapped_column(String(200))
+
+
+class DatabaseRow(Base):
+    """One row: this database's identity, made when it is created (or upgraded to revision 0003).
+    Every checkpoint carries it, so a checkpoint is never replayed into another database."""
+
+    __tablename__ = "bench_database"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CodeDiffRow(Base):
+    """The uncommitted change a job ran with (``git diff HEAD``), by its SHA-256, size-capped."""
+
+    __tablename__ = "code_diffs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)  # bytes of the whole diff; ``diff`` may be cut short
+    diff: Mapped[str] = mapped_column(Text)
 
 
 class MetricRow(Base):
@@ -114,3 +137,5 @@ class MetricRow(Base):
 suites_table = SuiteRow.__table__
 jobs_table = JobRow.__table__
 metrics_table = MetricRow.__table__
+database_table = DatabaseRow.__table__
+code_diffs_table = CodeDiffRow.__table__

@@ -23,6 +23,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from benchmark.suite_types import Suite
 
 from . import db
 from .db import NotFound, StoreError, display_url, resolve_url, translate_errors
+from .environment import Provenance
 from .schema import (
     DIVERGED,
     FAILED,
@@ -49,6 +51,8 @@ from .schema import (
     QUEUED,
     RUNNING,
     STATES,
+    code_diffs_table as CD,
+    database_table as D,
     jobs_table as J,
     metrics_table as M,
     suites_table as S,
@@ -73,6 +77,7 @@ class JobRecord:
     worker: str | None
     device: str | None
     error: str | None
+    code_version: str | None = None
 
 
 def _metric_value(v: Any) -> float | None:
@@ -413,18 +418,46 @@ class Store:
                     moved.append(r.id)
         return moved
 
-    def set_environment(self, job_id: int, env: Mapping[str, Any]) -> None:
-        """Store what the job runs on (see ``benchmark.store.environment()``) as JSON."""
+    def set_environment(self, job_id: int, env: Mapping[str, Any], code: Provenance | None = None) -> None:
+        """Store what the job runs on (see ``benchmark.store.environment()``) as JSON, and the code
+        it runs: ``code.code_version`` on the job, the uncommitted diff (if any) in ``code_diffs``."""
+        env = dict(env)
         with self._guard(), self._write.begin() as c:
-            c.execute(update(J).where(J.c.id == job_id)
-                      .values(environment=json.dumps(dict(env), sort_keys=True, default=str)))
+            if code is not None:
+                # A resumed job whose earlier epochs ran other code keeps a record of it.
+                old = c.execute(select(J.c.code_version, J.c.environment).where(J.c.id == job_id)).first()
+                if old is not None and old.code_version:
+                    earlier = json.loads(old.environment or "{}").get("earlier_code_versions", [])
+                    if old.code_version != code.code_version and old.code_version not in earlier:
+                        earlier = [*earlier, old.code_version]
+                    if earlier:
+                        env["earlier_code_versions"] = earlier
+            values: dict[str, Any] = dict(environment=json.dumps(env, sort_keys=True, default=str))
+            if code is not None:
+                values["code_version"] = code.code_version
+            if code is not None and code.diff_sha256:
+                c.execute(self._insert(CD).on_conflict_do_nothing(index_elements=["sha256"])
+                          .values(sha256=code.diff_sha256, size=code.diff_size, diff=code.diff or ""))
+            c.execute(update(J).where(J.c.id == job_id).values(**values))
+
+    @functools.cached_property
+    def database_id(self) -> str:
+        """This database's UUID (made when it was created): every checkpoint of its jobs carries it."""
+        with self._guard(), self._engine.connect() as c:
+            return c.execute(select(D.c.uuid)).scalar_one()
+
+    def code_diff(self, sha256: str) -> tuple[int, str] | None:
+        """(size of the whole diff, the stored, possibly cut, text) of an uncommitted change."""
+        with self._guard(), self._engine.connect() as c:
+            r = c.execute(select(CD.c.size, CD.c.diff).where(CD.c.sha256 == sha256)).first()
+        return None if r is None else (r.size, r.diff)
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> JobRecord:
         q = (select(J.c.id, S.c.name.label("suite"), J.c.key, J.c.cell, J.c.label, J.c.seed,
                     J.c.config, J.c.state, J.c.attempts, J.c.epochs_done, J.c.worker, J.c.device,
-                    J.c.error)
+                    J.c.error, J.c.code_version)
              .join_from(J, S, J.c.suite_id == S.c.id).where(J.c.id == job_id))
         with self._guard(), self._engine.connect() as c:
             r = c.execute(q).first()
@@ -433,7 +466,7 @@ class Store:
         return JobRecord(id=r.id, suite=r.suite, key=r.key, cell=r.cell, label=r.label,
                          seed=r.seed, spec=JobSpec.from_dict(json.loads(r.config)), state=r.state,
                          attempts=r.attempts, epochs_done=r.epochs_done, worker=r.worker,
-                         device=r.device, error=r.error)
+                         device=r.device, error=r.error, code_version=r.code_version)
 
     def get_environment(self, job_id: int) -> dict[str, Any] | None:
         with self._guard(), self._engine.connect() as c:
@@ -446,12 +479,12 @@ class Store:
     def jobs_frame(self, suites: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per job: job_id, suite, key, cell, label, seed, state, attempts, epochs_done,
         worker, device, created_at, started_at, heartbeat_at, finished_at (UTC), error, config
-        (canonical JSON), environment (JSON or None)."""
+        (canonical JSON), environment (JSON or None), code_version (None before a job starts)."""
         q = self._suite_filter(
             select(J.c.id.label("job_id"), S.c.name.label("suite"), J.c.key, J.c.cell, J.c.label,
                    J.c.seed, J.c.state, J.c.attempts, J.c.epochs_done, J.c.worker, J.c.device,
                    J.c.created_at, J.c.started_at, J.c.heartbeat_at, J.c.finished_at, J.c.error,
-                   J.c.config, J.c.environment)
+                   J.c.config, J.c.environment, J.c.code_version)
             .join_from(J, S, J.c.suite_id == S.c.id).order_by(J.c.id), suites)
         with self._guard(), self._engine.connect() as c:
             result = c.execute(q)
@@ -461,6 +494,19 @@ class Store:
         for col in ("job_id", "seed", "attempts", "epochs_done"):
             df[col] = df[col].astype("int64")
         return df
+
+    def job_history(self, job_id: int) -> list[dict[str, float]]:
+        """A job's recorded metrics of epochs 1, 2, ... up to its first missing epoch, one dict each."""
+        with self._guard(), self._engine.connect() as c:
+            rows = c.execute(select(M.c.epoch, M.c.name, M.c.value).where(M.c.job_id == job_id, M.c.epoch >= 1)
+                             .order_by(M.c.epoch)).all()
+        by_epoch: dict[int, dict[str, float]] = {}
+        for epoch, name, value in rows:
+            by_epoch.setdefault(epoch, {})[name] = math.nan if value is None else value
+        history = []
+        while len(history) + 1 in by_epoch:
+            history.append(by_epoch[len(history) + 1])
+        return history
 
     def metric_names(self) -> list[str]:
         """Every metric name recorded in the database, sorted. Cheap (one pass over the metrics
