@@ -30,6 +30,9 @@ class BenchGroup(click.Group):
         except UserError as e:
             console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C before the worker's own handler is installed (start-up)
+            console.print("interrupted", highlight=False)
+            sys.exit(130)
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,10 +50,12 @@ def main() -> None:
     """
 
 
-def _store(db: str | None):
+def _store(db: str | None, *, create: bool = True):
+    """The database of a command. Commands that only read (status, show, export, retry, prune,
+    report, check) pass ``create=False``: they never create a database, and say when there is none."""
     from benchmark.store import Store
 
-    return Store(db)
+    return Store(db, create=create)
 
 
 @main.command()
@@ -104,7 +109,10 @@ def _runner_options(f):
               help=f"plumbing check: every cell (first seed) for {QUICK_ITERATIONS} iterations on {QUICK_TRAIN_IMAGES} "
                    "images on this machine (never submitted to Slurm), into a throw-away database unless --db is given")
 @click.option("--dry-run", is_flag=True, help="print the jobs this would run, and touch nothing")
-def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -> None:
+@click.option("--replace", is_flag=True,
+              help="the suite's name is registered with other jobs: register this text anyway; the registered "
+                   "jobs it no longer has are kept as orphans (not trained or reported; `bench prune` deletes them)")
+def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, replace: bool, **runner) -> None:
     """Register SUITE's jobs in the database and train those not done yet.
 
     Jobs run in parallel, each in its own process, on the devices of the runner profile
@@ -125,7 +133,7 @@ def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, **runner) -
             _run(suite, f"sqlite:///{tmp}/quick.sqlite", runner, local=True)
             _print_status(_store(f"sqlite:///{tmp}/quick.sqlite"), [suite.name])
         return
-    _run(suite, db, runner, local=quick)
+    _run(suite, db, runner, local=quick, replace=replace)
 
 
 def _profile(runner: dict):
@@ -138,16 +146,20 @@ def _profile(runner: dict):
     return profile.override(**runner)
 
 
-def _run(suite, db: str | None, runner: dict, local: bool = False) -> None:
+def _run(suite, db: str | None, runner: dict, local: bool = False, replace: bool = False) -> None:
     """Register ``suite`` and work its queue here, or submit workers to Slurm (profile with [slurm],
     unless ``local``: a quick run is a check of this machine's set-up)."""
     from benchmark.runner.status import status_frame, summary
-    from benchmark.runner.worker import run_worker
+    from benchmark.runner.worker import EXIT_JOBS_FAILED, EXIT_OK, failed_jobs, run_worker
 
     profile = _profile(runner)
     store = _store(db)
-    added, present = store.register_suite(suite)
+    added, present = store.register_suite(suite, replace=replace)
     click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
+    orphans = store.prune_orphans(suite.name, dry_run=True)
+    if orphans:
+        click.echo(f"{len(orphans)} registered job(s) of '{suite.name}' are no longer in its text (orphans: not "
+                   f"trained or reported); `bench prune {suite.name} --yes` deletes them")
     if profile.slurm is not None and not local:
         _submit(profile, store.url, [suite.name])
         return
@@ -155,6 +167,12 @@ def _run(suite, db: str | None, runner: dict, local: bool = False) -> None:
     click.echo("jobs: " + summary(status_frame(store, [suite.name])))
     if outcomes.get("released"):
         click.echo("some jobs were paused; run the same command again to continue them")
+    bad = failed_jobs(store, suites=[suite.name])
+    if bad and code == EXIT_OK:
+        code = EXIT_JOBS_FAILED  # also those of an earlier run: the suite is not done
+    if bad:
+        click.echo(f"{len(bad)} job(s) ended failed or diverged: {', '.join(bad)}; "
+                   f"`bench show JOB` says why, `bench retry {suite.name}` queues them again", err=True)
     if code:
         sys.exit(code)
 
@@ -194,7 +212,7 @@ def worker(db: str | None, suites: tuple[str, ...], wait: bool, **runner) -> Non
 def _print_jobs(suite) -> None:
     from rich import box
 
-    table = Table(title=f"{suite.name}: {len(suite.jobs)} jobs (dry run: nothing registered or trained)",
+    table = Table(title=escape(f"{suite.name}: {len(suite.jobs)} jobs (dry run: nothing registered or trained)"),
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("label", no_wrap=True)
     for name in ("seed", "key", "model", "data", "schedule", "batch", "lr"):
@@ -204,7 +222,7 @@ def _print_jobs(suite) -> None:
         scale = "" if m.residual_scale == "none" else f" {m.residual_scale}" + (f"={m.tau:.3g}" if m.tau else "")
         model = f"{m.depth} {m.block}/{m.order}/{m.shortcut}{scale}" + (" no-BN" if m.norm == "none" else "")
         warmup = "" if s.warmup == "none" else f" +{s.warmup}"
-        table.add_row(job.label, str(job.seed), job.key[:8], model, d.dataset,
+        table.add_row(escape(job.label), str(job.seed), job.key[:8], model, d.dataset,
                       f"{s.length} {'it' if s.unit == 'iteration' else 'ep'}{warmup}", str(o.batch_size), f"{o.lr:g}")
     Console().print(table)
 
@@ -218,8 +236,14 @@ def _print_jobs(suite) -> None:
 def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | None) -> None:
     """List jobs: state, epochs done of all, last test error, ETA, attempts, worker, device."""
     from benchmark.runner.status import status_frame, status_table, summary
+    from benchmark.store import NotFound, display_url
 
-    store = _store(db)
+    store = _store(db, create=False)
+    registered = {s["name"] for s in store.suites()}
+    unknown = [s for s in suites if s not in registered]
+    if unknown:
+        raise NotFound(f"no suite named {', '.join(map(repr, unknown))} in {display_url(store.url)}; registered: "
+                       f"{', '.join(sorted(registered)) or 'none'}")
     frame = status_frame(store, list(suites) or None)
     if fmt == "json":
         columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
@@ -265,7 +289,7 @@ def show(job_id: int, db: str | None, fmt: str, with_diff: bool) -> None:
     version and diff, attempts, the last error and the end of its log."""
     from benchmark.runner.show import details_text, job_details
 
-    details = job_details(_store(db), job_id)
+    details = job_details(_store(db, create=False), job_id)
     click.echo(json.dumps(details, indent=2, default=str) if fmt == "json" else details_text(details, with_diff))
 
 
@@ -284,12 +308,17 @@ def _print_status(store, suites, frame=None) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="file to write [default: stdout]")
 def export(db: str | None, suites: tuple[str, ...], fmt: str, out: str | None) -> None:
     """Write per-epoch metrics in long form: one row per job, epoch and metric."""
-    frame = _store(db).metrics_frame(list(suites) or None)
+    from benchmark.escaping import spreadsheet_safe
+
+    frame = _store(db, create=False).metrics_frame(list(suites) or None)
     columns = ["suite", "key", "label", "seed", "epoch", "name", "value"]
     frame = frame[columns]
-    text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1)
+    text = spreadsheet_safe(frame).to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1)
     if out:
-        Path(out).write_text(text)
+        try:
+            Path(out).write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
         click.echo(f"wrote {len(frame)} rows to {out}", err=True)
     else:
         click.echo(text, nl=False)
@@ -306,8 +335,26 @@ def retry(suite: str, db: str | None, states: tuple[str, ...]) -> None:
     They resume from their last epoch checkpoint on the next `bench run` or `bench worker`; their
     recorded epochs stay until overwritten.
     """
-    n = _store(db).reset_jobs(suite, states)
+    n = _store(db, create=False).reset_jobs(suite, states)
     click.echo(f"{n} job(s) of '{suite}' queued again; run `bench run` or `bench worker` to train them")
+
+
+@main.command()
+@click.argument("suite")
+@click.option("--db", default=None, help=URL_HELP)
+@click.option("--yes", is_flag=True, help="delete them; without it, only list what would be deleted")
+def prune(suite: str, db: str | None, yes: bool) -> None:
+    """Delete SUITE's orphaned jobs, with their metrics: the jobs its registered text no longer has
+    (after `bench run --replace`). Without --yes, list them and delete nothing."""
+    rows = _store(db, create=False).prune_orphans(suite, dry_run=not yes)
+    for job_id, label, seed, state in rows:
+        click.echo(f"job {job_id}: {label} seed {seed} ({state})")
+    if not rows:
+        click.echo(f"'{suite}' has no orphaned jobs")
+    elif yes:
+        click.echo(f"deleted {len(rows)} orphaned job(s) of '{suite}' and their metrics")
+    else:
+        click.echo(f"{len(rows)} orphaned job(s); run again with --yes to delete them and their metrics")
 
 
 @main.command()

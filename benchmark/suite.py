@@ -15,15 +15,17 @@ the key path, the bad value and what is allowed, never a silent default.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import itertools
+import math
 import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, DataConfigError, JobSpec, ModelConfig, validate_data
 from benchmark.errors import ConfigFileError
@@ -55,10 +57,19 @@ class _Problems:
 # Entry points
 
 
+MAX_SUITE_BYTES = 1 << 20  # a suite file is a page of TOML; anything larger is not one
+
+
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():  # a folder, /dev/zero, a FIFO: never read it
+            raise SuiteError(str(path), ["not a regular file: give the path of a suite's .toml file"])
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SUITE_BYTES + 1)
+        if len(raw) > MAX_SUITE_BYTES:
+            raise SuiteError(str(path), [f"larger than {MAX_SUITE_BYTES} bytes: not a suite file"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SuiteError(str(path), ["file not found (suites live under suites/, e.g. suites/smoke.toml)"])
     except (OSError, UnicodeDecodeError) as e:
@@ -83,6 +94,14 @@ def parse_suite(text: str, path: str) -> Suite:
 # Parsing
 
 
+# Limits (README "Limits and error codes"): what the database schema holds, and what stays quick to
+# expand, store and report. A suite over a limit is refused with the number, never half-registered.
+MAX_JOBS = 10_000  # per suite (He 2016's whole Table 6 with 5 seeds is 50)
+MAX_NAME = 200  # characters of a suite name or a cell label: suites.name / jobs.label are String(200)
+MAX_CLAIM = 2_000  # characters of one claim expression
+MAX_CLAIM_DEPTH = 40  # nested parentheses/brackets in a claim expression
+
+
 def _parse(doc: dict[str, Any], path: str, text: str, problems: _Problems) -> Suite | None:
     _check_keys(doc, TOP_LEVEL, "", problems)
     head = doc.get("suite")
@@ -91,16 +110,21 @@ def _parse(doc: dict[str, Any], path: str, text: str, problems: _Problems) -> Su
         return None
     _check_keys(head, SUITE_KEYS, "suite", problems)
     name = head.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
-        problems.add("suite.name", f"{name!r} is not allowed; use letters, digits, '_', '-' or '.'")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or "") or len(name) > MAX_NAME - 6:
+        problems.add("suite.name", f"{name!r} is not allowed; use letters, digits, '_', '-' or '.', "
+                                   f"at most {MAX_NAME - 6} characters")
         name = Path(path).stem
     select = head.get("select", "final")
     if select not in ("final", "best_val", "best_test"):
         problems.add("suite.select", f"{select!r} is not allowed; expected one of 'final', 'best_val', 'best_test'")
     tolerance = head.get("tolerance", 1.0)
-    if not _is_number(tolerance) or tolerance < 0:
-        problems.add("suite.tolerance", f"{tolerance!r} is not allowed; expected a non-negative number")
+    if not _is_number(tolerance) or not 0 <= tolerance < math.inf:
+        problems.add("suite.tolerance", f"{tolerance!r} is not allowed; expected a finite number >= 0")
     default_seeds = _seeds(head.get("seeds", [0]), "suite.seeds", problems)
+    for key in ("title", "description", "source", "protocol"):
+        ok, _, expected = _convert(head.get(key, ""), str)
+        if not ok:
+            problems.add(f"suite.{key}", f"{str(head[key])[:60]!r} is not allowed; expected {expected}")
 
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -133,6 +157,14 @@ def _parse(doc: dict[str, Any], path: str, text: str, problems: _Problems) -> Su
                 keys.add(job.key)
                 jobs.append(job)
 
+    if len(jobs) > MAX_JOBS:
+        problems.add("entry", f"the suite expands to {len(jobs)} jobs; at most {MAX_JOBS} are allowed per suite: "
+                              "split it into several suites")
+    if select == "best_val":
+        no_val = sorted({j.label for j in jobs if j.spec.data.val_size <= 0})
+        if no_val:
+            problems.add("suite.select", f"'best_val' selects on a validation split, but these cells have none "
+                                         f"(data.val_size = 0): {', '.join(no_val)}")
     labels = list(cells)
     published = tuple(_parse_published(doc.get("published", []), labels, problems))
     claims = tuple(_parse_claims(doc.get("claim", []), labels, problems))
@@ -175,6 +207,11 @@ def _expand_entry(
             problems.add(f"{where}.grid.{key}", f"{values!r} is not allowed; expected a non-empty list of values")
     if any(not isinstance(v, list) or not v for v in axes.values()):
         return []
+    count = math.prod(len(v) for v in axes.values()) * len(seeds)
+    if count > MAX_JOBS:  # refuse before expanding: a grid of a million points would hang here
+        problems.add(f"{where}.grid", f"expands to {count} jobs ({' x '.join(str(len(v)) for v in axes.values())} "
+                                      f"grid points x {len(seeds)} seeds); at most {MAX_JOBS} are allowed per suite")
+        return []
 
     jobs = []
     for point in itertools.product(*axes.values()):
@@ -184,6 +221,10 @@ def _expand_entry(
             return []  # the problem is the same for every grid point: report it once
         label = _format_label(template, spec, f"{where}.label", problems)
         if label is None:
+            return []
+        if len(label) > MAX_NAME or not label.strip() or any(ord(c) < 32 for c in label):
+            problems.add(f"{where}.label", f"{label[:60]!r}{'...' if len(label) > 60 else ''} is not allowed; a label "
+                                           f"is 1 to {MAX_NAME} characters with no control characters")
             return []
         jobs.extend(Job(label=label, spec=replace(spec, seed=s)) for s in seeds)
     return jobs
@@ -262,8 +303,18 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
     except DataConfigError as e:
         for key, message in e.problems:
             problems.add(f"{where}.data.{key}", message)
-    if spec.optim.batch_size <= 0 or spec.optim.lr < 0:
-        problems.add(f"{where}.optim", "batch_size must be positive and lr non-negative")
+    o = spec.optim
+    for name, ok, rule in (("batch_size", o.batch_size > 0, "> 0"), ("lr", o.lr >= 0, ">= 0"),
+                           ("momentum", 0 <= o.momentum < 1, "in [0, 1)"),
+                           ("weight_decay", o.weight_decay >= 0, ">= 0"),
+                           ("scalar_lr_scale", o.scalar_lr_scale >= 0, ">= 0")):
+        if not ok:
+            problems.add(f"{where}.optim.{name}", f"{getattr(o, name)!r} is not allowed; expected {rule}")
+    for name, ok, rule in (("gamma", s.gamma > 0, "> 0"), ("warmup_lr", s.warmup_lr >= 0, ">= 0"),
+                           ("warmup_length", s.warmup_length >= 0, ">= 0"),
+                           ("warmup_until_error", 0 < s.warmup_until_error <= 1, "in (0, 1]")):
+        if not ok:
+            problems.add(f"{where}.schedule.{name}", f"{getattr(s, name)!r} is not allowed; expected {rule}")
     return spec
 
 
@@ -329,10 +380,11 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
         return isinstance(value, bool), value, "true or false"
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
-    if hint is float:
-        return _is_number(value), float(value) if _is_number(value) else value, "a number"
-    if hint is str:
-        return isinstance(value, str), value, "a string"
+    if hint is float:  # TOML has nan and inf: no protocol number is either
+        ok = _is_number(value) and math.isfinite(value)
+        return ok, float(value) if ok else value, "a finite number"
+    if hint is str:  # PostgreSQL refuses NUL in text: refuse it here, not at `bench run`
+        return isinstance(value, str) and "\0" not in value, value, "a string (without NUL characters)"
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in config.py, not in the suite
 
 
@@ -344,33 +396,64 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# A label template names config fields and nothing else: "{depth}", "{model.shortcut}". No
+# attribute or index walking and no format specs (str.format would follow "{model.__class__...}"
+# into module globals); "{{" and "}}" are literal braces.
+_TEMPLATE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
 def _format_label(template: str, spec: JobSpec, where: str, problems: _Problems) -> str | None:
     """Labels name a cell: "plain-{depth}" or "{model.residual_scale}-{depth}"."""
     values: dict[str, Any] = {}
     for section in SECTIONS:
         part = getattr(spec, section)
-        values[section] = part
         for f in fields(part):
+            values[f"{section}.{f.name}"] = getattr(part, f.name)
             values.setdefault(f.name, getattr(part, f.name))
-    try:
-        return template.format_map(values)
-    except (KeyError, AttributeError, IndexError, ValueError) as e:
-        problems.add(where, f"cannot fill template {template!r}: unknown field {e}; use a config field such as {{depth}}")
+    bad: list[str] = []
+
+    def fill(m: re.Match) -> str:
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = m.group(1)
+        if name is None or name not in values:
+            bad.append(token)
+            return ""
+        return str(values[name])
+
+    label = _TEMPLATE_FIELD.sub(fill, template)
+    if bad:
+        problems.add(where, f"cannot fill label template {template!r}: {', '.join(map(repr, bad))} is not a "
+                            "config field; write {field} or {section.field}, e.g. {depth} or {model.shortcut} "
+                            "(no attributes, indexes or format specs; {{ and }} for literal braces)")
         return None
+    return label
 
 
 def _parse_published(items: Any, labels: list[str], problems: _Problems) -> list[Published]:
     out = _parse_records(items, "published", Published(label="", value=0.0), ("label", "value", "source"), problems)
+    from benchmark.report.claims import KNOWN_METRICS  # torch-free
+
     for i, p in enumerate(out):
         if p.label and p.label not in labels:
             _suggest(p.label, labels, f"published[{i}].label", problems, "a label of this suite")
+        if p.metric not in KNOWN_METRICS and not (p.metric.startswith("alpha.") and len(p.metric) > 6):
+            _suggest(p.metric, list(KNOWN_METRICS), f"published[{i}].metric", problems, "a metric bench records")
+        for name, value, ok, rule in (("runs", p.runs, p.runs is None or p.runs >= 1, ">= 1"),
+                                      ("std", p.std, p.std is None or p.std >= 0, ">= 0"),
+                                      ("tolerance", p.tolerance, p.tolerance is None or p.tolerance >= 0, ">= 0")):
+            if not ok:
+                problems.add(f"published[{i}].{name}", f"{value!r} is not allowed; expected {rule}")
     return out
 
 
 def _parse_claims(items: Any, labels: list[str], problems: _Problems) -> list[Claim]:
     out = _parse_records(items, "claim", Claim(name="", text="", expr=""), ("name", "text", "expr"), problems)
     for i, claim in enumerate(out):
-        if claim.expr:
+        if not claim.expr.strip() and "expr" in (items[i] if isinstance(items[i], dict) else {}):
+            problems.add(f"claim[{i}].expr", "is empty; write a comparison such as final(\"plain-56\") > final(\"plain-20\")")
+        elif claim.expr:
             _validate_claim(claim.expr, labels, f"claim[{i}].expr", problems)
     return out
 
@@ -394,6 +477,22 @@ def _parse_records(items: Any, kind: str, empty: Any, required: tuple[str, ...],
 
 
 def _validate_claim(expr: str, labels: list[str], where: str, problems: _Problems) -> None:
+    depth = deepest = 0
+    for ch in expr:
+        depth += (ch in "([{") - (ch in ")]}")
+        deepest = max(deepest, depth)
+    if len(expr) > MAX_CLAIM or deepest > MAX_CLAIM_DEPTH:
+        problems.add(where, f"is too long or too deeply nested ({len(expr)} characters, {deepest} levels); at most "
+                            f"{MAX_CLAIM} characters and {MAX_CLAIM_DEPTH} levels of brackets")
+        return
+    try:
+        numbers = [n.value for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Constant)
+                   and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)]
+    except (SyntaxError, ValueError):
+        numbers = []  # validate_claim says what is wrong with the syntax
+    if any(not math.isfinite(v) or abs(v) > 1e15 for v in numbers):
+        problems.add(where, "holds a number beyond +-1e15; claims compare errors, losses and counts")
+        return
     try:
         from benchmark.report.claims import ClaimError, validate_claim
     except ImportError:  # the reporter is optional at parse time
@@ -406,7 +505,7 @@ def _validate_claim(expr: str, labels: list[str], where: str, problems: _Problem
 
 def _seeds(value: Any, where: str, problems: _Problems) -> list[int]:
     """``seeds = 3`` means [0, 1, 2]; ``seeds = [0, 7]`` lists them."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_JOBS:
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         if len(set(value)) != len(value):
@@ -476,6 +575,31 @@ def quick(suite: Suite) -> Suite:
         optim = replace(s.optim, batch_size=min(s.optim.batch_size, QUICK_BATCH))
         jobs.append(Job(job.label, replace(s, data=data, schedule=schedule, optim=optim)))
     return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs))
+
+
+def job_differences(expanded: Sequence[Job], stored: Sequence[Job]) -> str:
+    """Which cells' jobs differ between a suite's text (``expanded``) and the database (``stored``),
+    as one clause; "" when they are the same jobs."""
+    def cells(jobs: Sequence[Job]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for j in jobs:
+            out.setdefault(j.label, set()).add(j.key)
+        return out
+
+    new, old = cells(expanded), cells(stored)
+    added = [c for c in new if c not in old]
+    removed = [c for c in old if c not in new]
+    changed = [c for c in new if c in old and new[c] != old[c]]
+    if not (added or removed or changed):
+        return ""
+    parts = []
+    if changed:
+        parts.append(f"changed configuration or seeds in {', '.join(changed)}")
+    if added:
+        parts.append(f"cells not registered yet: {', '.join(added)} (`bench run` registers them)")
+    if removed:
+        parts.append(f"registered cells it no longer has: {', '.join(removed)}")
+    return "; ".join(parts)
 
 
 def parse_registered(name: str, text: str, path: str) -> Suite:

@@ -170,8 +170,10 @@ def test_db_status_and_upgrade(tmp_path):
     assert result.exit_code == 0 and "up to date" in result.output
     blocked = tmp_path / "afile"
     blocked.write_text("x")
-    result = bench("status", "--db", f"sqlite:///{blocked / 'x.sqlite'}")
+    result = bench("db", "upgrade", "--db", f"sqlite:///{blocked / 'x.sqlite'}")
     assert result.exit_code == 2 and "writable folder" in result.output
+    result = bench("status", "--db", f"sqlite:///{blocked / 'x.sqlite'}")  # read-only: names the missing file
+    assert result.exit_code == 2 and "no bench database" in result.output
 
 
 def test_report_and_check_on_a_quick_run_use_the_quick_jobs(tmp_path, db_url):

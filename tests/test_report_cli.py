@@ -145,6 +145,9 @@ def test_check_usage_errors_exit_2(tmp_path, db_url):
     res = CliRunner().invoke(main, ["check", str(tmp_path / "nope.toml"), "--db", db_url])
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["check", "not-a-suite", "--db", db_url])
+    assert res.exit_code == 2 and "no bench database" in res.output  # read-only: never creates one
+    store_mod.Store(db_url).close()
+    res = CliRunner().invoke(main, ["check", "not-a-suite", "--db", db_url])
     assert res.exit_code == 2 and "not a suite file and not a suite in the database" in res.output
     res = CliRunner().invoke(main, ["check", ])
     assert res.exit_code == 2

@@ -384,7 +384,8 @@ def test_raise_oom_crash_and_divergence_end_in_their_states_while_other_jobs_fin
     p = start(tmp_path, "run", suite, "--db", url, "--runner", profile,
               BENCH_FAULT="boom=raise;oom=oom;crash=exit@2")
     out = finish(p)
-    assert p.returncode == 0, out
+    assert p.returncode == 1, out  # exit 1: jobs ended failed or diverged (a script must notice)
+    assert "4 job(s) ended failed or diverged" in out and "bench retry bad" in out
     with Store(url) as s:
         jobs = s.jobs_frame().set_index("label")
     assert jobs.loc["ok", "state"] == "done"

@@ -22,9 +22,6 @@ from benchmark.store import Store, StoreError, environment
 from benchmark.store.store import dead_local_worker
 from benchmark.suite_types import Job, Suite
 
-PG_URL = os.environ.get("BENCH_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
-
 
 def make_suite(name: str = "s", n: int = 4, depth: int = 20, label: str | None = None) -> Suite:
     jobs = tuple(Job(label=label or f"resnet-{depth}", spec=JobSpec(model=ModelConfig(depth=depth), seed=i))
@@ -32,22 +29,10 @@ def make_suite(name: str = "s", n: int = 4, depth: int = 20, label: str | None =
     return Suite(name=name, path=f"suites/{name}.toml", title=f"suite {name}", text=f"# {name}\n", jobs=jobs)
 
 
-def drop_all(url: str) -> None:
-    from sqlalchemy import create_engine
 
-    engine = create_engine(url)
-    with engine.begin() as c:
-        for t in ("metrics", "jobs", "suites", "alembic_version"):
-            c.execute(text(f"DROP TABLE IF EXISTS {t} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request, tmp_path) -> str:
-    if request.param == "postgresql":
-        drop_all(PG_URL)
-        return PG_URL
-    return f"sqlite:///{tmp_path / 'results.sqlite'}"
+@pytest.fixture
+def url(backend_url) -> str:
+    return backend_url
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_preset_is_a_base_that_explicit_keys_override():
         ('model = { shortcut = "C" }', "expected one of 'A', 'B', 'none'"),
         ('model = { depth = 21 }', "6n+2"),
         ('model = { depth = "20" }', "expected an integer"),
-        ('optim = { lr = true }', "expected a number"),
+        ('optim = { lr = true }', "expected a finite number"),
         ('data = { mean = [0.5, 0.5] }', "3 values"),
         ('schedule = { milestones = [9] }', "milestones"),
         ('model = { preset = "resnet21" }', "resnet20"),

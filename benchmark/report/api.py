@@ -5,7 +5,6 @@ Kept separate from the click commands so tests and the smoke gate can call them 
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,7 +13,6 @@ import pandas as pd
 
 from benchmark.report.aggregate import UNFINISHED, ReportError, SuiteResults, metrics_needed, resolve_select, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
-from benchmark.config import JobSpec
 from benchmark.suite_types import Job, Suite
 
 def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
@@ -48,36 +46,17 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
 def as_registered(store: Any, suite: Suite, what: str) -> Suite:
     """``suite`` with the jobs the database holds for it, and a notice where ``suite``'s own jobs
     (``what`` made them) differ from those."""
+    from benchmark.suite import job_differences
+
     frame = store.jobs_frame([suite.name])
-    stored = tuple(Job(r.label, JobSpec.from_dict(json.loads(r.config)), stored_key=r.key)
+    frame = frame[frame.orphaned_at.isna()]
+    stored = tuple(Job(r.label, store.stored_spec(r.job_id, r.config), stored_key=r.key)
                    for r in frame.itertuples())
-    notice = job_differences(suite.jobs, stored, what, suite.name)
+    notice = job_differences(suite.jobs, stored)
+    if notice:
+        notice = (f"{what} differs from the jobs registered as {suite.name!r}: {notice}. "
+                  "This report shows the registered jobs, as the database holds them.")
     return replace(suite, jobs=stored, notices=suite.notices + ((notice,) if notice else ()))
-
-
-def job_differences(expanded: Sequence[Job], stored: Sequence[Job], what: str, name: str) -> str:
-    """One sentence naming the cells whose jobs differ between a suite's text and the database."""
-    def cells(jobs: Sequence[Job]) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for j in jobs:
-            out.setdefault(j.label, set()).add(j.key)
-        return out
-
-    new, old = cells(expanded), cells(stored)
-    added = [c for c in new if c not in old]
-    removed = [c for c in old if c not in new]
-    changed = [c for c in new if c in old and new[c] != old[c]]
-    if not (added or removed or changed):
-        return ""
-    parts = []
-    if changed:
-        parts.append(f"changed configuration or seeds in {', '.join(changed)}")
-    if added:
-        parts.append(f"cells not registered yet: {', '.join(added)} (`bench run` registers them)")
-    if removed:
-        parts.append(f"registered cells it no longer has: {', '.join(removed)}")
-    return (f"{what} differs from the jobs registered as {name!r}: {'; '.join(parts)}. "
-            "This report shows the registered jobs, as the database holds them.")
 
 
 def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -33,12 +33,16 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
     t0 = time.perf_counter()
-    store = Store(db)
+    store = Store(db, create=False)  # a report never creates a database
     parsed = resolve_suites(store, suites)
     if not parsed:
         raise ReportError("no suites in the database; register one with `bench run SUITE` or name a suite file")
     results = build_tables(store, parsed, select)
-    written = write_reports(results, out_dir, formats, figures=figures)
+    try:
+        written = write_reports(results, out_dir, formats, figures=figures)
+    except OSError as e:  # --out under a file, a read-only folder, a full disk
+        raise ReportError(f"cannot write the reports to {out_dir}: {e.strerror or e}"
+                          f"{' (' + e.filename + ')' if e.filename else ''}; choose another --out") from None
     for res in results:
         n_done = int((res.jobs["state"] == "done").sum())
         click.echo(f"{res.suite.name}: {n_done}/{len(res.jobs)} jobs done, {len(res.rows)} rows, "
@@ -58,7 +62,7 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None
     """Exit 0 if SUITE's numbers are within tolerance and its claims hold, else 1 (2: usage error)."""
     from benchmark.report.api import check_suite, resolve_suites
 
-    store = Store(db)
+    store = Store(db, create=False)  # a report never creates a database
     (parsed,) = resolve_suites(store, [suite])
     result = check_suite(store, parsed, select)
     if verbose:

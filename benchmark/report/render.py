@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
 from benchmark.report.provenance import code_versions, header_lines
 
@@ -210,7 +211,7 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
 
 
 def render_csv(res: SuiteResults) -> str:
-    return res.rows.to_csv(index=False)
+    return spreadsheet_safe(res.rows).to_csv(index=False)
 
 
 def _clean(v: Any) -> Any:

@@ -5,14 +5,16 @@ long epoch never looks dead; if the claim is lost (the job was requeued as stale
 the next step instead of racing another worker.
 
 Outcomes: ``done``, ``diverged`` and ``failed`` (an exception: a bug or bad input, not worth
-retrying) are final. ``oom`` (CUDA out of memory) counts as one failed attempt: the job goes back
-to the queue, where it may land on a less crowded GPU, until ``max_attempts``; then it is failed
-with the message. ``released``: stopped on request (Ctrl-C, ``max_epochs``), back in the queue
+retrying) are final. ``retry`` (CUDA out of memory, a full disk, a database locked by another
+process: faults the next attempt may not meet) counts as one failed attempt: the job goes back to
+the queue, where it may land on a less crowded GPU, until ``max_attempts``; then it is failed with
+the message. ``released``: stopped on request (Ctrl-C, ``max_epochs``), back in the queue
 without spending the attempt. ``lost``: another worker took the job over (our heartbeat was
 stale); nothing is written.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -21,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
-from benchmark.store import JobRecord, Store, environment, provenance
+from benchmark.store import JobRecord, Store, StoreError, environment, provenance
 
 if TYPE_CHECKING:
     from benchmark.train import Step
 
 log = logging.getLogger(__name__)
-Outcome = Literal["done", "diverged", "failed", "oom", "released", "lost"]
+Outcome = Literal["done", "diverged", "failed", "retry", "released", "lost"]
 
 
 @dataclass(frozen=True)
@@ -141,11 +143,10 @@ def execute(
             warn(f"{e}; moved it to {aside} and restarting job {job.id} from epoch 1")
             result = train(job.spec, **kwargs)
     except Exception as e:
-        if _out_of_memory(e):
-            note = (f"out of memory on {options.device} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                    "another job may have shared the GPU: lower jobs_per_device or the batch size if this repeats")
+        note = _passing_fault(e, options)
+        if note is not None:  # worth another attempt: back in the queue until max_attempts
             state = store.fail_attempt(job.id, note, options.max_attempts, worker=worker)
-            return "oom" if state else "lost"
+            return "retry" if state else "lost"
         if not store.finish(job.id, "failed", error=traceback.format_exc(), worker=worker):
             return "lost"
         return "failed"
@@ -161,6 +162,21 @@ def execute(
     if lost.is_set() or not store.release(job.id, worker=worker):
         return "lost"
     return "released"
+
+
+def _passing_fault(e: BaseException, options: JobOptions) -> str | None:
+    """The reason, when ``e`` is a fault the next attempt may not meet (memory taken by another
+    job, a full disk, a database locked by another process); None for a bug or bad input."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    if _out_of_memory(e):
+        return (f"out of memory on {options.device} ({type(e).__name__}: {first}); another job may have "
+                "shared the GPU: lower jobs_per_device or the batch size if this repeats")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return (f"disk full writing {e.filename or 'a file'} ({first}): free space in the checkpoint folder "
+                f"({options.checkpoint_dir}); the job resumes from its last checkpoint")
+    if isinstance(e, StoreError) and ("locked" in first or "busy" in first):
+        return f"the database stayed locked by another process ({first}); the job resumes from its last checkpoint"
+    return None
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from benchmark.store import Store
@@ -80,8 +81,11 @@ def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
         epochs = f"{row.epochs_done}/{row.epochs}" if row.epochs else str(row.epochs_done)
         err = "" if math.isnan(row.test_error) else f"{row.test_error:.2f}%"
         eta = "" if math.isnan(row.eta_s) else _duration(row.eta_s)
-        table.add_row(row.suite, row.label, str(row.seed), f"[{STATE_STYLE[row.state]}]{row.state}", epochs, err,
-                      eta, str(row.attempts), _text(row.worker), _text(row.device))
+        orphan = " (orphan)" if "orphaned_at" in frame.columns and not pd.isna(row.orphaned_at) else ""
+        # Suite-provided text is escaped: a label like "[red]x[/red]" or "[/]" is shown, not parsed.
+        table.add_row(escape(row.suite), escape(row.label), str(row.seed),
+                      f"[{STATE_STYLE[row.state]}]{row.state}{orphan}", epochs, err, eta, str(row.attempts),
+                      escape(_text(row.worker)), escape(_text(row.device)))
     return table
 
 

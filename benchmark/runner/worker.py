@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rich.markup import escape
 from rich.console import Console
@@ -41,7 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
 from benchmark.runner.job import JobOptions
 from benchmark.runner.profile import RunnerProfile
-from benchmark.store import FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
+from benchmark.store import DIVERGED, FAILED, FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
 
 LOG_TAIL_CHARS = 1500
 
@@ -114,7 +114,7 @@ class Running:
 
     @property
     def title(self) -> str:
-        return f"{self.slot.device.name:<7} {self.job.label} s{self.job.seed} #{self.job.id}"
+        return escape(f"{self.slot.device.name:<7} {self.job.label} s{self.job.seed} #{self.job.id}")
 
     def info(self) -> str:
         parts = [f"epoch {self.epoch}/{self.epochs or '?'}"]
@@ -153,6 +153,7 @@ class Worker:
         self.running: list[Running] = []
         self.outcomes: Counter = Counter()
         self.tried: set[int] = set()  # jobs paused by max_epochs: not taken again in this call
+        self.started: set[int] = set()  # every job this worker started a process for
         self.signals: list[int] = []
         self.exhausted = False  # the last claim found no queued job
         self.progress = Progress(
@@ -271,7 +272,8 @@ class Worker:
     def _count_queued(self) -> int:
         if self.tried:
             frame = self.store.jobs_frame(self.suites)
-            return int(((frame.state == "queued") & ~frame.job_id.isin(list(self.tried))).sum())
+            return int(((frame.state == "queued") & frame.orphaned_at.isna()
+                        & ~frame.job_id.isin(list(self.tried))).sum())
         return sum(s["queued"] for s in self.store.suites() if self.suites is None or s["name"] in self.suites)
 
     def _start(self, slot: Slot, job: JobRecord, worker: str) -> None:
@@ -298,6 +300,7 @@ class Worker:
         r = Running(slot, job, worker, process, reader, log, task)
         self.progress.update(task, description=r.title)
         self.running.append(r)
+        self.started.add(job.id)
 
     # -- children ------------------------------------------------------------------------------
 
@@ -346,7 +349,7 @@ class Worker:
             except (EOFError, OSError):
                 break
             self._message(r, kind, data)
-        label = f"{r.job.label} s{r.job.seed} (job {r.job.id})"
+        label = escape(f"{r.job.label} s{r.job.seed} (job {r.job.id})")  # rich markup in a label is text
         outcome = r.outcome
         if outcome is None:  # died without telling us how its job ended
             reason = exit_reason(r.process.exitcode)
@@ -359,13 +362,13 @@ class Worker:
                     r.job.id, f"{reason}; log {r.log}" + (f", last lines:\n{tail}" if tail else ""),
                     self.profile.max_attempts, worker=r.worker)
                 outcome = "crashed" if state else "lost"
-                self._say(f"[red]{label}: {reason}; "
+                self._say(f"[red]{label}: {escape(reason)}; "
                           + ("back in the queue" if state == "queued" else f"{state or 'gone'}") + "[/red]")
         elif outcome in ("failed", "diverged"):
-            self._say(f"[{'red' if outcome == 'failed' else 'yellow'}]{label}: {outcome}: {r.message}"
+            self._say(f"[{'red' if outcome == 'failed' else 'yellow'}]{label}: {outcome}: {escape(r.message)}"
                       f"[/]")
-        elif outcome == "oom":
-            self._say(f"[red]{label}: out of memory on {r.slot.device.name}; {r.message}[/red]")
+        elif outcome == "retry":
+            self._say(f"[red]{label}: attempt failed: {escape(r.message)}[/red]")
         elif outcome == "released":
             if not interrupted:
                 self.tried.add(r.job.id)  # paused by max_epochs
@@ -418,14 +421,30 @@ class Worker:
         final = sum(s[state] for s in rows for state in FINAL_STATES)
         counts = {state: sum(s[state] for s in rows) for state in ("queued", "running", "failed", "diverged")}
         info = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-        names = ", ".join(s["name"] for s in rows) or "no suite"
+        names = escape(", ".join(s["name"] for s in rows) or "no suite")
         self.progress.update(self.overall, description=f"[bold]{names}", total=total, completed=final, info=info)
+
+
+# Exit codes of `bench run` and `bench worker` (README "Limits and error codes").
+EXIT_OK, EXIT_JOBS_FAILED, EXIT_USAGE = 0, 1, 2  # 2: a UserError (benchmark.errors), from the CLI
 
 
 def run_worker(store: Store, profile: RunnerProfile, suites: Sequence[str] | None = None, *, wait: bool = False,
                show: bool = True, console: Console | None = None) -> tuple[Counter, int]:
-    """Run a worker; returns (outcomes, exit code): 0, or 128 + the signal that stopped it."""
+    """Run a worker; returns (outcomes, exit code): 128 + the signal that stopped it; else 1 when a
+    job it ran ended failed or diverged (a script must not take that for success); else 0."""
     worker = Worker(store, profile, suites, wait=wait, show=show, console=console)
     outcomes = worker.run()
-    code = 128 + worker.signals[0] if worker.signals else 0
-    return outcomes, code
+    if worker.signals:
+        return outcomes, 128 + worker.signals[0]
+    return outcomes, EXIT_JOBS_FAILED if failed_jobs(store, worker.started) else EXIT_OK
+
+
+def failed_jobs(store: Store, job_ids: Iterable[int] | None = None, suites: Sequence[str] | None = None) -> list[str]:
+    """'label seed N (state)' of the jobs (``job_ids``, or every job of ``suites``) that ended failed or
+    diverged: what makes `bench run` / `bench worker` exit 1."""
+    frame = store.jobs_frame(suites)
+    if job_ids is not None:
+        frame = frame[frame.job_id.isin(list(job_ids))]
+    bad = frame[frame.state.isin([FAILED, DIVERGED])]
+    return [f"{r.label} seed {r.seed} ({r.state})" for r in bad.itertuples()]

@@ -23,6 +23,7 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
     from . import db
 
     url = resolve_url(url)
+    db.check_url(url)
     db.make_sqlite_folder(url)
     with db.translate_errors(url):
         engine = db.make_engine(url)
@@ -37,6 +38,7 @@ def schema_revision(url: str | None = None) -> tuple[str | None, str]:
     from . import db
 
     url = resolve_url(url)
+    db.check_url(url)
     path = db.sqlite_path(url)
     if path is not None and not path.exists():
         return None, db.head_revision()

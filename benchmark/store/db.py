@@ -61,6 +61,35 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("BENCH_DB") or DEFAULT_URL
 
 
+def check_url(url: str) -> None:
+    """Refuse, up front and with the reason, a URL bench cannot use: malformed, another backend, a
+    missing driver, an in-memory SQLite database (each job runs in its own process, which would see
+    its own empty database), or SQLite URL options (``?mode=ro`` would be silently ignored)."""
+    try:
+        u = make_url(url)
+    except Exception as e:  # sqlalchemy.exc.ArgumentError and friends
+        raise StoreError(f"{url!r} is not a database URL ({e}); expected sqlite:///path/results.sqlite "
+                         "or postgresql+psycopg://user@host/dbname") from None
+    backend = u.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StoreError(f"{display_url(url)}: bench stores results in SQLite or PostgreSQL, not {backend!r}")
+    if backend == "sqlite":
+        if sqlite_path(url) is None:
+            raise StoreError(f"{display_url(url)} is not a SQLite file (in memory, or a file: URI): bench runs "
+                             "each job in its own process, which must open the same file. Give a path: "
+                             "sqlite:///path/results.sqlite")
+        if u.query:
+            raise StoreError(f"{display_url(url)}: bench does not take SQLite URL options "
+                             f"({', '.join(sorted(u.query))}); every command opens the file as it needs. "
+                             "To read a database without touching it, copy the file first")
+        return
+    try:
+        u.get_dialect()  # imports the driver
+    except Exception as e:  # NoSuchModuleError, ModuleNotFoundError
+        raise StoreError(f"{display_url(url)}: cannot load the PostgreSQL driver ({type(e).__name__}: {e}); "
+                         "install it with pip install -e '.[postgres]' and use postgresql+psycopg://...") from None
+
+
 def display_url(url: str) -> str:
     """The URL as it may be printed: password hidden."""
     try:

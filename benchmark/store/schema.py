@@ -100,6 +100,9 @@ class JobRow(Base):
     # The code that produced the results: "<bench version>+g<commit>[.dirty.<diff hash>]" (see
     # environment.Provenance); the diff itself is in code_diffs.
     code_version: Mapped[str | None] = mapped_column(String(200))
+    # Set when the suite was registered again (--replace) with a text that no longer has this job:
+    # kept with its results, never trained or reported again; `bench prune` deletes it.
+    orphaned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DatabaseRow(Base):

@@ -39,7 +39,8 @@ import pandas as pd
 from sqlalchemy import and_, bindparam, case, delete, func, literal, select, update
 
 from benchmark.config import JobSpec
-from benchmark.suite_types import Suite
+from benchmark.errors import UserError
+from benchmark.suite_types import Job, Suite
 
 from . import db
 from .db import NotFound, StoreError, display_url, resolve_url, translate_errors
@@ -58,6 +59,10 @@ from .schema import (
     suites_table as S,
     utcnow,
 )
+
+class SuiteConflict(UserError):
+    """A suite name is registered with other jobs than the text being registered under it."""
+
 
 _CLAIM_BATCH = 16  # candidates read per round; losing all of them to other workers means re-read
 
@@ -127,11 +132,13 @@ class Store:
 
     def __init__(self, url: str | None = None, *, create: bool = True):
         self.url = resolve_url(url)
+        db.check_url(self.url)
         path = db.sqlite_path(self.url)
         if path is not None:
             if not path.exists() and not create:
                 raise StoreError(f"no bench database at {display_url(self.url)} (no file {path}): "
-                                 f"run `bench db upgrade --db {display_url(self.url)}` to create one")
+                                 f"`bench run SUITE --db {display_url(self.url)}` creates it and registers a "
+                                 f"suite (`bench db upgrade --db {display_url(self.url)}` creates an empty one)")
         db.make_sqlite_folder(self.url)
         with translate_errors(self.url):
             self._engine = db.make_engine(self.url)
@@ -191,10 +198,17 @@ class Store:
 
     # -- suites --------------------------------------------------------------------------------
 
-    def register_suite(self, suite: Suite) -> tuple[int, int]:
-        """Insert the suite (or update its text, path and title) and its jobs that are not there
-        yet, by (suite, job key). Existing jobs keep their state and results; only a changed label
-        is updated. Returns (jobs added, jobs already present)."""
+    def register_suite(self, suite: Suite, *, replace: bool = False) -> tuple[int, int]:
+        """Insert the suite and its jobs that are not there yet, by (suite, job key); update its
+        text, path, title and changed labels. Existing jobs keep their state and results.
+
+        A suite owns its name: when ``suite`` lacks some of its registered jobs (cells removed or
+        changed; adding cells or seeds is fine), registering is refused with ``SuiteConflict`` naming
+        the cells, unless ``replace``: then the registered jobs the new text lacks become orphans (kept with their
+        results, never trained or reported; ``prune_orphans`` deletes them) and a job that comes
+        back is adopted again. Returns (jobs added, jobs already present)."""
+        from benchmark.suite import job_differences
+
         jobs: dict[str, Any] = {}
         for job in suite.jobs:  # the parser rejects duplicates; first one wins if any slip through
             jobs.setdefault(job.key, job)
@@ -205,26 +219,57 @@ class Store:
                 c.execute(self._insert(S).on_conflict_do_nothing(index_elements=["name"])
                           .values(name=suite.name, registered_at=utcnow(), **values))
                 sid = c.execute(select(S.c.id).where(S.c.name == suite.name)).scalar_one()
+            rows = c.execute(select(J.c.id, J.c.key, J.c.label, J.c.seed, J.c.orphaned_at)
+                             .where(J.c.suite_id == sid)).all()
+            existing = {r.key: r for r in rows}
+            current = [Job(r.label, JobSpec(seed=r.seed), stored_key=r.key) for r in rows if r.orphaned_at is None]
+            lost = [j for j in current if j.key not in jobs]  # adding cells or seeds orphans nothing
+            differs = job_differences(list(jobs.values()), current) if lost else ""
+            if differs and not replace:
+                raise SuiteConflict(
+                    f"suite {suite.name!r} is already registered in {display_url(self.url)} with other jobs: "
+                    f"{differs}. Give the new text another [suite] name, or register it with --replace: "
+                    f"then the {len(lost)} registered job(s) it lacks are kept "
+                    f"with their results as orphans (never trained or reported; `bench prune "
+                    f"{suite.name}` deletes them)")
             c.execute(update(S).where(S.c.id == sid).values(**values))
-
-            existing = {r.key: (r.id, r.label)
-                        for r in c.execute(select(J.c.id, J.c.key, J.c.label).where(J.c.suite_id == sid))}
             new = [dict(suite_id=sid, key=k, cell=j.spec.cell_key, label=j.label, seed=j.seed,
                         config=j.spec.canonical_json(), state=QUEUED, attempts=0, epochs_done=0)
                    for k, j in jobs.items() if k not in existing]
             if new:
                 c.execute(self._insert(J).on_conflict_do_nothing(index_elements=["suite_id", "key"])
                           .values(created_at=utcnow()), new)
-            relabel = [dict(_id=existing[k][0], _label=j.label)
-                       for k, j in jobs.items() if k in existing and existing[k][1] != j.label]
+            relabel = [dict(_id=existing[k].id, _label=j.label)
+                       for k, j in jobs.items() if k in existing and existing[k].label != j.label]
             if relabel:
                 c.execute(update(J).where(J.c.id == bindparam("_id")).values(label=bindparam("_label")),
                           relabel)
+            gone = [r.id for r in rows if r.key not in jobs and r.orphaned_at is None]
+            back = [r.id for r in rows if r.key in jobs and r.orphaned_at is not None]
+            if gone:
+                c.execute(update(J).where(J.c.id.in_(gone)).values(orphaned_at=utcnow()))
+            if back:
+                c.execute(update(J).where(J.c.id.in_(back)).values(orphaned_at=None))
         return len(new), len(jobs) - len(new)
 
+    def prune_orphans(self, suite: str, *, dry_run: bool = False) -> list[tuple[int, str, int, str]]:
+        """Delete a suite's orphaned jobs (see ``register_suite``) with their metrics; returns
+        (id, label, seed, state) of each. Running orphans are kept (their worker still writes)."""
+        with self._guard(), self._write.begin() as c:
+            sid = self._suite_id(c, suite)
+            where = and_(J.c.suite_id == sid, J.c.orphaned_at.is_not(None), J.c.state != RUNNING)
+            rows = [tuple(r) for r in c.execute(select(J.c.id, J.c.label, J.c.seed, J.c.state)
+                                                 .where(where).order_by(J.c.id))]
+            if rows and not dry_run:
+                ids = [r[0] for r in rows]
+                c.execute(delete(M).where(M.c.job_id.in_(ids)))
+                c.execute(delete(J).where(J.c.id.in_(ids)))
+        return rows
+
     def suites(self) -> list[dict[str, Any]]:
-        """One dict per suite: name, path, title, registered_at, jobs, and a count per state."""
-        counts = (select(J.c.suite_id, J.c.state, func.count().label("n"))
+        """One dict per suite: name, path, title, registered_at, jobs, and a count per state (orphaned
+        jobs not counted)."""
+        counts = (select(J.c.suite_id, J.c.state, func.count().label("n")).where(J.c.orphaned_at.is_(None))
                   .group_by(J.c.suite_id, J.c.state))
         with self._guard(), self._engine.connect() as c:
             rows = c.execute(select(S.c.id, S.c.name, S.c.path, S.c.title, S.c.registered_at)
@@ -282,7 +327,7 @@ class Store:
         """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given; none of
         ``exclude``) for ``worker`` on ``device``, or None when there is none. Compare-and-set: the
         UPDATE only succeeds while the job is still queued, so two workers never get the same job."""
-        q = select(J.c.id).where(J.c.state == QUEUED)
+        q = select(J.c.id).where(J.c.state == QUEUED, J.c.orphaned_at.is_(None))
         if job_id is not None:
             q = q.where(J.c.id == job_id)
         if exclude:
@@ -464,9 +509,20 @@ class Store:
         if r is None:
             raise NotFound(f"no job {job_id} in {display_url(self.url)}")
         return JobRecord(id=r.id, suite=r.suite, key=r.key, cell=r.cell, label=r.label,
-                         seed=r.seed, spec=JobSpec.from_dict(json.loads(r.config)), state=r.state,
+                         seed=r.seed, spec=self.stored_spec(r.id, r.config), state=r.state,
                          attempts=r.attempts, epochs_done=r.epochs_done, worker=r.worker,
                          device=r.device, error=r.error, code_version=r.code_version)
+
+    def stored_spec(self, job_id: int, config: str) -> JobSpec:
+        """A job's stored configuration (``jobs.config``) as a JobSpec; a damaged row is a StoreError."""
+        try:
+            return JobSpec.from_dict(json.loads(config))
+        except UserError:
+            raise
+        except Exception as e:  # not JSON, or not a config: the row was damaged outside bench
+            raise StoreError(f"job {job_id} in {display_url(self.url)} has a corrupt stored config "
+                             f"({type(e).__name__}: {e}); the row was changed outside bench. Delete the job "
+                             "(or restore the database) and register the suite again") from None
 
     def get_environment(self, job_id: int) -> dict[str, Any] | None:
         with self._guard(), self._engine.connect() as c:
@@ -479,17 +535,18 @@ class Store:
     def jobs_frame(self, suites: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per job: job_id, suite, key, cell, label, seed, state, attempts, epochs_done,
         worker, device, created_at, started_at, heartbeat_at, finished_at (UTC), error, config
-        (canonical JSON), environment (JSON or None), code_version (None before a job starts)."""
+        (canonical JSON), environment (JSON or None), code_version (None before a job starts),
+        orphaned_at (NaT unless the suite was registered again without this job)."""
         q = self._suite_filter(
             select(J.c.id.label("job_id"), S.c.name.label("suite"), J.c.key, J.c.cell, J.c.label,
                    J.c.seed, J.c.state, J.c.attempts, J.c.epochs_done, J.c.worker, J.c.device,
                    J.c.created_at, J.c.started_at, J.c.heartbeat_at, J.c.finished_at, J.c.error,
-                   J.c.config, J.c.environment, J.c.code_version)
+                   J.c.config, J.c.environment, J.c.code_version, J.c.orphaned_at)
             .join_from(J, S, J.c.suite_id == S.c.id).order_by(J.c.id), suites)
         with self._guard(), self._engine.connect() as c:
             result = c.execute(q)
             df = pd.DataFrame(result.all(), columns=list(result.keys()))
-        for col in ("created_at", "started_at", "heartbeat_at", "finished_at"):
+        for col in ("created_at", "started_at", "heartbeat_at", "finished_at", "orphaned_at"):
             df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
         for col in ("job_id", "seed", "attempts", "epochs_done"):
             df[col] = df[col].astype("int64")
@@ -545,7 +602,11 @@ class Store:
             rows = c.execute(q).cursor.fetchall()
             jobs = pd.DataFrame(c.execute(jq).all(), columns=["job_id", "suite", "key", "label", "seed"])
         # One C-level conversion of the list of tuples; None (a stored NaN) becomes NaN.
-        a = np.array(rows, dtype=np.float64).reshape(len(rows), 4)
+        try:
+            a = np.array(rows, dtype=np.float64).reshape(len(rows), 4)
+        except (TypeError, ValueError) as e:  # SQLite stores what it is given: text in a REAL column
+            raise StoreError(f"{display_url(self.url)} has a corrupt metrics row ({e}): a value that is not a "
+                             "number was written outside bench; restore the database or delete that row") from None
         del rows
         job_id = a[:, 0].astype(np.int64)
         jobs = jobs.astype({"job_id": "int64", "seed": "int64"}).set_index("job_id")

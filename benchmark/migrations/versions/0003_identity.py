@@ -1,5 +1,5 @@
 """Identity and provenance: the database's UUID (checkpoints carry it), each job's code version,
-and the uncommitted diffs jobs ran with.
+the uncommitted diffs jobs ran with, and jobs orphaned by a suite registered again with --replace.
 
 Jobs written before this revision get a code version from their stored environment: release 0.1.0
 recorded the git commit and a dirty flag, but not the diff.
@@ -35,6 +35,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("code_version", sa.String(200)))
+        batch.add_column(sa.Column("orphaned_at", sa.DateTime(timezone=True)))
     op.execute(database.insert().values(uuid=str(uuid.uuid4()), created_at=sa.func.current_timestamp()))
 
     conn = op.get_bind()
@@ -60,6 +61,7 @@ def _release_010_version(env_json: str) -> str | None:
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("orphaned_at")
         batch.drop_column("code_version")
     op.drop_table("code_diffs")
     op.drop_table("bench_database")
