@@ -318,3 +318,19 @@ def test_fuzz_strings_through_every_escaper(text):
         out = escape(text)
         assert isinstance(out, str)
     assert "<" not in _h(text) and "|" not in md_escape(text).replace("\\|", "")
+
+
+def test_suite_text_is_escaped_in_html_latex_and_markdown():
+    from benchmark.report.aggregate import summarize
+    from benchmark.report.render import render_html, render_latex, render_markdown
+
+    evil = "<script>alert(1)</script>"
+    text = suite_text(head=f'title = "{evil}"\nsource = "{evil}"', label=f'"{evil}-{{depth}}"',
+                      tail=f'[[published]]\nlabel = "{evil}-20"\nvalue = 7.0\nsource = "{evil} & 50% $x$"')
+    res = summarize(parse_suite(text, "x.toml"), None, None)
+    html = render_html(res, [])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    tex = render_latex(res)
+    assert "<script>" not in tex and r"\textless{}script" in tex
+    md = render_markdown(res, [], Path("."))
+    assert "<script>" not in md

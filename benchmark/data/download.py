@@ -183,6 +183,10 @@ def _extract(archive: Path, root: Path, a: Archive) -> None:
             raise DataError(f"{a.filename}: cannot extract ({e}); the archive is damaged. "
                             f"Delete it and download again.") from None
         src = tmpdir / a.folder
+        if src.is_symlink() or any((src / f).is_symlink() for f in a.files):
+            # a link would be moved into place as a link, pointing into the folder deleted below
+            raise DataError(f"{a.filename}: {a.folder} or its files are symbolic links in the archive; "
+                            "it is not the official archive.")
         missing = [f for f in a.files if not (src / f).is_file()]
         if missing:
             raise DataError(f"{a.filename}: the archive lacks {a.folder}/{missing[0]} "

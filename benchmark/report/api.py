@@ -23,6 +23,7 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     database holds them), never re-expanded with today's code; a suite file given by path supplies
     the published numbers and claims, and where its jobs differ from the registered ones the report
     says which cells (``Suite.notices``). Only a file never registered is expanded from its text."""
+    from benchmark.store import display_url
     from benchmark.suite import SuiteError, load_suite, parse_registered
 
     registered = {s["name"]: s for s in store.suites()}
@@ -38,7 +39,10 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(registered) or "none registered"
             raise SuiteError(name, [f"not a suite file and not a suite in the database{hint}; known: {known}"])
-        suite = parse_registered(name, store.suite_text(name), registered[name].get("path") or name)
+        # A problem in the stored text is the database's, not the file's that it was registered from.
+        where = f"{display_url(store.url)}: the stored text of suite {name!r} (registered from " \
+                f"{registered[name].get('path') or 'unknown'})"
+        suite = parse_registered(name, store.suite_text(name), where)
         out.append(as_registered(store, suite, "the registered suite text, expanded by this bench,"))
     return out
 
