@@ -255,7 +255,7 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
     if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m > s.length for m in s.milestones):
         problems.add(f"{where}.schedule.milestones",
                      f"{list(s.milestones)} is not allowed; expected increasing {s.unit}s in 1..{s.length}")
-    if s.warmup in ("constant", "linear") and s.warmup_length <= 0:
+    if s.warmup in ("constant", "linear", "linear_pre_step") and s.warmup_length <= 0:
         problems.add(f"{where}.schedule.warmup_length", f"warmup = {s.warmup!r} needs warmup_length > 0 (iterations)")
     try:
         validate_data(spec.data)  # the same rules the pipeline relies on, checked before any job runs

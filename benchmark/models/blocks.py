@@ -30,6 +30,40 @@ class ScalarBias(nn.Module):
         return x + self.bias
 
 
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d as nn.DataParallel over ``splits`` devices computes it (``ModelConfig.bn_splits``).
+
+    Training: the batch is cut as ``x.chunk(splits)`` (DataParallel's scatter: 128 -> 64 + 64, the
+    last batch of an epoch 80 -> 40 + 40) and each piece is normalised with its own batch mean and
+    biased variance. Running averages: PyTorch's BatchNorm update from the first piece only, because
+    DataParallel's replica on device 0 shares the module's buffers and the other replicas' in-place
+    updates are discarded (torch.nn.DataParallel docs, "in-place updates ... on device[0] will be
+    recorded"). Evaluation: the running averages, as BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, splits: int) -> None:
+        super().__init__(num_features)
+        self.splits = splits
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.splits == 1:
+            return super().forward(x)
+        self.num_batches_tracked.add_(1)
+        pieces = x.chunk(self.splits)
+        out = [F.batch_norm(p, self.running_mean if i == 0 else None, self.running_var if i == 0 else None,
+                            self.weight, self.bias, True, self.momentum, self.eps)
+               for i, p in enumerate(pieces)]
+        return torch.cat(out)
+
+
+def split_batchnorms(model: nn.Module, splits: int) -> None:
+    """Replace every BatchNorm2d of ``model`` by a :class:`SplitBatchNorm2d` (fresh, same shape)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.BatchNorm2d:
+                setattr(module, name, SplitBatchNorm2d(child.num_features, splits))
+
+
 # ----------------------------------------------------------------------------------------------
 # Shortcuts
 

@@ -104,3 +104,7 @@ def validate(cfg: ModelConfig) -> None:
         raise err("zero_init_last_norm with shortcut='none' makes every plain block output zero")
     if cfg.init_linear and cfg.init == "torch_default":
         raise err("init_linear=True needs init='he_fan_in' or 'he_fan_out'")
+    if cfg.bn_splits < 1:
+        raise err(f"bn_splits must be >= 1 (the number of devices the batch is split across), got {cfg.bn_splits}")
+    if cfg.bn_splits > 1 and cfg.norm == "none":
+        raise err("bn_splits > 1 splits BatchNorm statistics, but norm='none' has no BatchNorm")

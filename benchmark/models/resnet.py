@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from benchmark.config import ModelConfig
 from benchmark.models.blocks import (ResidualUnit, conv, make_shortcut, nonorm_branch, post_branch,
-                                     pre_branch)
+                                     pre_branch, split_batchnorms)
 from benchmark.models.layout import BOTTLENECK_EXPANSION, stage_sizes, validate
 
 # ----------------------------------------------------------------------------------------------
@@ -91,6 +91,8 @@ class CifarResNet(nn.Module):
                           if pre and cfg.final_norm else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, cfg.num_classes)
+        if cfg.bn_splits > 1:  # before the init, which then sees every norm layer (BN draws no random numbers)
+            split_batchnorms(self, cfg.bn_splits)
         self._init_weights()
 
     def _init_weights(self) -> None:
