@@ -24,10 +24,13 @@ from benchmark.errors import UserError
 Block = Literal["basic", "bottleneck"]
 Order = Literal["post", "pre"]  # post-activation (He 2016) or full pre-activation (He 2016b)
 Shortcut = Literal["A", "B", "none"]  # A: zero-padded identity; B: 1x1 projection; none: plain net
-ShortcutPool = Literal["stride", "avg"]  # how option A subsamples: x[..., ::2, ::2] or 2x2 average
+ShortcutPool = Literal["stride", "avg"]
+ShortcutZeros = Literal["split", "after"]  # how option A subsamples: x[..., ::2, ::2] or 2x2 average
 ResidualScale = Literal["none", "tau", "rezero", "tanh_rezero"]
 TauMode = Literal["fixed", "shared_learnable"]  # tau-ResNet BN code: fixed float; no-BN code: one shared nn.Parameter
-Norm = Literal["batchnorm", "none"]
+# fixup: no normalisation, Zhang et al. 2019 (arXiv:1901.09321) scalar biases and multiplier and their
+# initialisation, as tbachlechner/Fixup (upstream hongyi-zhang/Fixup) e57b6c0 cifar/models/fixup_resnet_cifar.py.
+Norm = Literal["batchnorm", "none", "fixup"]
 Init = Literal["he_fan_out", "he_fan_in", "torch_default"]
 
 
@@ -64,6 +67,9 @@ class ModelConfig:
     # from the FIRST piece only: DataParallel keeps only device 0's in-place buffer updates (the other
     # replicas' are discarded). 1 = statistics over the whole batch (one device), as before.
     bn_splits: int = 1
+    # Option A's zero channels: half before and half after the input's (akamaster F.pad(planes//4,
+    # planes//4)), or all after it (tbachlechner/Fixup torch.cat((identity, zeros_like(identity)), 1)).
+    shortcut_zeros: ShortcutZeros = "split"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -372,3 +372,138 @@ def test_new_fields_are_at_their_defaults_outside_the_changed_suites() -> None:
         for job in load_suite(ROOT / "suites" / f"{name}.toml").jobs:
             for section, f in new:
                 assert getattr(getattr(job.spec, section), f.name) == f.default, (name, job.label, f.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Fixup: tbachlechner/Fixup e57b6c0 cifar/models/fixup_resnet_cifar.py (upstream hongyi-zhang/Fixup)
+
+
+class FixupBasicBlock(nn.Module):
+    """fixup_resnet_cifar.py, verbatim but for the in-place ReLU."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.bias1a = nn.Parameter(torch.zeros(1))
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bias1b = nn.Parameter(torch.zeros(1))
+        self.relu = nn.ReLU()
+        self.bias2a = nn.Parameter(torch.zeros(1))
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias2b = nn.Parameter(torch.zeros(1))
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.conv1(x + self.bias1a)
+        out = self.relu(out + self.bias1b)
+        out = self.conv2(out + self.bias2a)
+        out = out * self.scale + self.bias2b
+        if self.downsample is not None:
+            identity = self.downsample(x + self.bias1a)
+            identity = torch.cat((identity, torch.zeros_like(identity)), 1)
+        out += identity
+        return self.relu(out)
+
+
+class FixupResNet(nn.Module):
+    def __init__(self, layers, num_classes=10):
+        super().__init__()
+        self.num_layers = sum(layers)
+        self.inplanes = 16
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bias1 = nn.Parameter(torch.zeros(1))
+        self.relu = nn.ReLU()
+        self.layer1 = self._make_layer(16, layers[0])
+        self.layer2 = self._make_layer(32, layers[1], stride=2)
+        self.layer3 = self._make_layer(64, layers[2], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.bias2 = nn.Parameter(torch.zeros(1))
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, FixupBasicBlock):
+                w = m.conv1.weight
+                nn.init.normal_(w, mean=0, std=(2 / (w.shape[0] * w.shape[2] * w.shape[3])) ** 0.5 * self.num_layers ** (-0.5))
+                nn.init.constant_(m.conv2.weight, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.weight, 0)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        downsample = nn.AvgPool2d(1, stride=stride) if stride != 1 else None
+        layers = [FixupBasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [FixupBasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x) + self.bias1)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = self.avgpool(x).view(x.size(0), -1)
+        return self.fc(x + self.bias2)
+
+
+FIXUP = ModelConfig(depth=14, norm="fixup", init="torch_default", shortcut_zeros="after")  # [2, 2, 2]
+
+
+def _fixup_name(name: str) -> str:
+    """The fork's parameter name of a bench Fixup parameter."""
+    fixed = {"stem.conv.weight": "conv1.weight", "stem.bias.bias": "bias1", "head_bias.bias": "bias2"}
+    if name in fixed or name.startswith("fc."):
+        return fixed.get(name, name)
+    _, i, j, *rest = name.split(".")
+    leaf = {"preact.bias1a.bias": "bias1a", "branch.conv1.weight": "conv1.weight", "branch.bias1b.bias": "bias1b",
+            "branch.bias2a.bias": "bias2a", "branch.conv2.weight": "conv2.weight", "branch.scale.scale": "scale",
+            "branch.bias2b.bias": "bias2b"}[".".join(rest)]
+    return f"layer{int(i) + 1}.{j}.{leaf}"
+
+
+def test_fixup_network_is_the_forks_weight_for_weight() -> None:
+    torch.manual_seed(5)
+    ours = build_model(FIXUP)
+    torch.manual_seed(5)
+    ref = FixupResNet([2, 2, 2])
+    ref_params = dict(ref.named_parameters())
+    ours_params = dict(ours.named_parameters())
+    assert sorted(_fixup_name(n) for n in ours_params) == sorted(ref_params)
+    for n, p in ours_params.items():  # the same seed gives the same init: same draws in the same order
+        assert torch.equal(p, ref_params[_fixup_name(n)]), n
+    w = ours.stages[1][1].branch.conv1.weight
+    assert w.std().item() == pytest.approx((2 / (32 * 9)) ** 0.5 / 6 ** 0.5, rel=0.1)
+    # perturb every parameter alike, then forward and backward on the same images
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in ours_params.items():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+            ref_params[_fixup_name(n)].copy_(p)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    out_ours, out_ref = ours(x), ref(x)
+    torch.testing.assert_close(out_ours, out_ref, rtol=0, atol=1e-5)
+    F.cross_entropy(out_ours, y).backward()
+    F.cross_entropy(out_ref, y).backward()
+    for n, p in ours_params.items():
+        torch.testing.assert_close(p.grad, ref_params[_fixup_name(n)].grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_fixup_block_params_and_output() -> None:
+    """One downsampling block alone: the bench unit against FixupBasicBlock on the same tensors."""
+    torch.manual_seed(2)
+    ours = build_model(FIXUP).stages[1][0]
+    ref = FixupBasicBlock(16, 32, 2, nn.AvgPool2d(1, stride=2))
+    names = {"preact.bias1a.bias": "bias1a", "branch.conv1.weight": "conv1.weight", "branch.bias1b.bias": "bias1b",
+             "branch.bias2a.bias": "bias2a", "branch.conv2.weight": "conv2.weight", "branch.scale.scale": "scale",
+             "branch.bias2b.bias": "bias2b"}
+    assert set(dict(ours.named_parameters())) == set(names)
+    with torch.no_grad():
+        for n, p in ours.named_parameters():
+            p.copy_(torch.randn(p.shape))
+            dict(ref.named_parameters())[names[n]].copy_(p)
+    x = torch.randn(3, 16, 8, 8)
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+
+
+def test_fixup_lr_groups_are_the_forks() -> None:
+    """'bias' and 'scale' in the name (cifar_train.py): every Fixup scalar, nothing else."""
+    model = build_model(FIXUP)
+    names = {n for n, _ in model.named_parameters() if "bias" in n or "scale" in n}
+    assert names == {n for n, p in model.named_parameters() if p.numel() == 1} | {"fc.bias"}

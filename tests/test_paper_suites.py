@@ -38,7 +38,7 @@ EXPECTED: dict[str, tuple[int, set[str]]] = {
     "tau_resnet": (39, {f"{k}-{d}" for k in ("resnet", "tau-resnet") for d in (20, 32, 44, 56, 110, 1202)}
                    | {"tau-resnet-110-nobn"}),
     "rezero_cifar100": (18, {f"{v}preact{d}" for v in ("", "rezero-", "tanh-rezero-") for d in (18, 50)}),
-    "rezero_resnet56": (12, _labels("vanilla-56", "vanilla-56-std-init", "rezero-56", "rezero-56-84322e2")),
+    "rezero_resnet56": (15, _labels("vanilla-56", "vanilla-56-std-init", "rezero-56", "rezero-56-84322e2", "fixup-56")),
     "identity_mappings": (30, _labels("original-110-cifar10", "preact-110-cifar10", "original-164-cifar10",
                                       "preact-164-cifar10", "original-164-cifar100", "preact-164-cifar100")),
 }
@@ -254,15 +254,18 @@ def test_rezero_resnet56_protocol() -> None:
     assert {j.seed for j in suite_of("rezero_resnet56").jobs} == {11111, 11112, 11113}
     for s in c.values():
         assert (s.optim.weight_decay, s.schedule.length, s.schedule.milestones) == (5e-4, 200, (100, 150))
-        assert s.model.depth == 56 and s.model.shortcut_norm
+        assert s.model.depth == 56 and s.model.shortcut_zeros == "after"
+        assert s.model.shortcut_norm == (s.model.norm == "batchnorm")
     for s in c.values():  # cifar_train.py e57b6c0: 'bias' / 'scale' in the name -> lr/10
         assert (s.optim.lr_scale_on, s.optim.lr_scale_names, s.optim.scalar_lr_scale) == ("names", ("bias", "scale"), 0.1)
-        assert (s.model.init, s.model.init_linear) == ("he_fan_out", False)  # rezero_resnet_cifar.py a0214a9, not 2b233c7
+        if s.model.norm == "batchnorm":  # rezero_resnet_cifar.py a0214a9, not 2b233c7
+            assert (s.model.init, s.model.init_linear) == ("he_fan_out", False)
     assert c["rezero-56"].model.residual_scale == "rezero"
     assert c["rezero-56"].optim.lr_scale_schedule == "same"
     assert c["rezero-56-84322e2"] == replace(c["rezero-56"], optim=replace(c["rezero-56"].optim,
                                                                           lr_scale_schedule="first_milestone_final"))
     assert c["vanilla-56"].model.zero_init_last_norm and not c["vanilla-56-std-init"].model.zero_init_last_norm
+    assert (c["fixup-56"].model.norm, c["fixup-56"].model.init) == ("fixup", "torch_default")
 
 
 def test_identity_mappings_protocol() -> None:
