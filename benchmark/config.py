@@ -221,7 +221,8 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = (32_000, 48_000)  # in ``unit``
     gamma: float = 0.1
     # Warm-up. constant: ``warmup_lr`` for ``warmup_length`` iterations (He 2016b: 0.01 for 400 it);
-    # linear: 0 -> lr over ``warmup_length`` iterations (ReZero-Cifar100: one epoch);
+    # linear / linear_pre_step: a ramp to lr over ``warmup_length`` iterations, from 0 or from lr/N (see
+    # Warmup; ReZero-Cifar100: linear_pre_step over one epoch);
     # until_error: ``warmup_lr`` until the running training error drops below ``warmup_until_error``
     # (He 2016 §4.2 ResNet-110: 0.01 "until the training error is below 80% (about 400 iterations)").
     warmup: Warmup = "none"

@@ -262,6 +262,10 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
     except DataConfigError as e:
         for key, message in e.problems:
             problems.add(f"{where}.data.{key}", message)
+    o = spec.optim
+    if (o.lr_scale_on == "names") != bool(o.lr_scale_names):
+        problems.add(f"{where}.optim.lr_scale_names", "give lr_scale_names (name substrings, e.g. [\"bias\"]) "
+                     "exactly when lr_scale_on = 'names'")
     if spec.optim.batch_size <= 0 or spec.optim.lr < 0:
         problems.add(f"{where}.optim", "batch_size must be positive and lr non-negative")
     return spec

@@ -507,3 +507,13 @@ def test_fixup_lr_groups_are_the_forks() -> None:
     model = build_model(FIXUP)
     names = {n for n, _ in model.named_parameters() if "bias" in n or "scale" in n}
     assert names == {n for n, p in model.named_parameters() if p.numel() == 1} | {"fc.bias"}
+
+
+@pytest.mark.parametrize("optim", ['{ lr_scale_on = "names" }', '{ lr_scale_names = ["bias"] }'])
+def test_lr_scale_names_go_with_names_mode(tmp_path, optim: str) -> None:
+    from benchmark.suite import SuiteError
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'[suite]\nname = "s"\n[[entry]]\nlabel = "x"\noptim = {optim}\n')
+    with pytest.raises(SuiteError, match="lr_scale_names"):
+        load_suite(path)

@@ -39,6 +39,7 @@ EXPECTED: dict[str, tuple[int, set[str]]] = {
                    | {"tau-resnet-110-nobn"}),
     "rezero_cifar100": (18, {f"{v}preact{d}" for v in ("", "rezero-", "tanh-rezero-") for d in (18, 50)}),
     "rezero_resnet56": (15, _labels("vanilla-56", "vanilla-56-std-init", "rezero-56", "rezero-56-84322e2", "fixup-56")),
+    "he2016b_resnet1001": (20, {f"{k}-1001-{d}" for k in ("original", "preact") for d in ("cifar10", "cifar100")}),
     "identity_mappings": (30, _labels("original-110-cifar10", "preact-110-cifar10", "original-164-cifar10",
                                       "preact-164-cifar10", "original-164-cifar100", "preact-164-cifar100")),
 }
@@ -280,6 +281,18 @@ def test_identity_mappings_protocol() -> None:
     assert replace(c["preact-164-cifar10"].model, bn_splits=1) == get_preset("preact_resnet164")
     assert replace(c["original-110-cifar10"].model, bn_splits=1) == get_preset("resnet110")
     assert all(p.kind == "median_of" and p.runs == 5 for p in suite_of("identity_mappings").published)
+
+
+def test_he2016b_resnet1001_protocol() -> None:
+    """The identity_mappings protocol (same appendix), at depth 1001."""
+    c, ref = cells("he2016b_resnet1001"), cells("identity_mappings")
+    for label, spec in c.items():
+        kind, _, dataset = label.split("-")
+        twin = ref[f"{kind}-164-{dataset}"]
+        assert spec == replace(twin, model=replace(twin.model, depth=1001))
+    assert replace(c["preact-1001-cifar10"].model, bn_splits=1) == get_preset("preact_resnet1001")
+    p = {p.label: p for p in suite_of("he2016b_resnet1001").published}
+    assert (p["preact-1001-cifar10"].value, p["preact-1001-cifar10"].mean, p["preact-1001-cifar10"].std) == (4.92, 4.89, 0.14)
 
 
 # ----------------------------------------------------------------------------------------------
