@@ -24,10 +24,13 @@ from benchmark.errors import UserError
 Block = Literal["basic", "bottleneck"]
 Order = Literal["post", "pre"]  # post-activation (He 2016) or full pre-activation (He 2016b)
 Shortcut = Literal["A", "B", "none"]  # A: zero-padded identity; B: 1x1 projection; none: plain net
-ShortcutPool = Literal["stride", "avg"]  # how option A subsamples: x[..., ::2, ::2] or 2x2 average
+ShortcutPool = Literal["stride", "avg"]
+ShortcutZeros = Literal["split", "after"]  # how option A subsamples: x[..., ::2, ::2] or 2x2 average
 ResidualScale = Literal["none", "tau", "rezero", "tanh_rezero"]
 TauMode = Literal["fixed", "shared_learnable"]  # tau-ResNet BN code: fixed float; no-BN code: one shared nn.Parameter
-Norm = Literal["batchnorm", "none"]
+# fixup: no normalisation, Zhang et al. 2019 (arXiv:1901.09321) scalar biases and multiplier and their
+# initialisation, as tbachlechner/Fixup (upstream hongyi-zhang/Fixup) e57b6c0 cifar/models/fixup_resnet_cifar.py.
+Norm = Literal["batchnorm", "none", "fixup"]
 Init = Literal["he_fan_out", "he_fan_in", "torch_default"]
 
 
@@ -57,6 +60,16 @@ class ModelConfig:
     first_unit_shares_preact: bool = True
     zero_init_last_norm: bool = False  # "zero gamma" (Goyal et al.), as in tbachlechner/Fixup resnet_cifar.py
     num_classes: int = 10  # resolved from the dataset by the suite parser
+    # Fields added after key version 1 (THE RULE below: their defaults are what bench did before).
+    # BatchNorm statistics per device under nn.DataParallel (He 2016 trained on 2 GPUs): in training,
+    # the batch is cut as ``torch.chunk(x, bn_splits)`` (DataParallel's scatter) and each piece is
+    # normalised with its own mean and variance. The running averages follow PyTorch's BatchNorm update
+    # from the FIRST piece only: DataParallel keeps only device 0's in-place buffer updates (the other
+    # replicas' are discarded). 1 = statistics over the whole batch (one device), as before.
+    bn_splits: int = 1
+    # Option A's zero channels: half before and half after the input's (akamaster F.pad(planes//4,
+    # planes//4)), or all after it (tbachlechner/Fixup torch.cat((identity, zeros_like(identity)), 1)).
+    shortcut_zeros: ShortcutZeros = "split"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,6 +79,11 @@ Dataset = Literal["cifar10", "cifar100", "synthetic"]
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 Normalize = Literal["per_pixel_mean", "channel_mean", "channel_mean_std"]
 PadMode = Literal["zeros", "edge", "reflect"]
+# Zero padding before normalising pads black (torchvision Pad/RandomCrop before Normalize); after
+# normalising, the zeros are the mean colour (fb.resnet.torch cifar10.lua: the data set is normalised
+# once, then RandomCrop pads the normalised tensor with zeros).
+PadOrder = Literal["before_normalize", "after_normalize"]
+PixelScale = Literal["unit", "byte"]  # normalise x/255 (0..1) or x itself (0..255, techxzen run.py)
 Flip = Literal["none", "horizontal", "any"]  # any = albumentations Flip: horizontal, vertical or both
 Selection = Literal["final", "best_val", "best_test"]
 
@@ -91,6 +109,11 @@ class DataConfig:
     affine_p: float = 0.0
     synthetic_train: int = 2000  # synthetic dataset sizes (deterministic, learnable)
     synthetic_test: int = 500
+    # Fields added after key version 1 (defaults: what bench did before).
+    pad_order: PadOrder = "before_normalize"  # see PadOrder; matters for zeros padding (and per_pixel_mean)
+    # "byte": (x - 255 * mean) / std on 0..255 pixels, e.g. techxzen ToTensor, mul(255),
+    # Normalize((125, 123, 114), (1, 1, 1)): inputs 255x larger than on the 0..1 scale.
+    pixel_scale: PixelScale = "unit"
 
 
 # Official training / test set sizes (CIFAR-10 and CIFAR-100 alike).
@@ -159,7 +182,18 @@ def validate_data(cfg: DataConfig) -> None:
 
 WeightDecayOn = Literal["all", "weights_only"]  # weights_only: no decay on biases, norms, alpha, tau
 ScheduleUnit = Literal["epoch", "iteration"]
-Warmup = Literal["none", "constant", "linear", "until_error"]
+# linear: step i (0-based) of the warm-up uses lr * i / N (the first step at 0).
+# linear_pre_step: lr * (i + 1) / N, a warm-up scheduler stepped BEFORE optimizer.step() (statsu1990
+# ReZero-Cifar100 src/train/training.py: warmup_scheduler.step() precedes the batch).
+Warmup = Literal["none", "constant", "linear", "until_error", "linear_pre_step"]
+# Which parameters get ``scalar_lr_scale``: one-element tensors; every bias (a module's ``bias``
+# attribute: BN betas, conv/Linear biases, scalar biases); or names containing one of
+# ``lr_scale_names`` (the Fixup code's test ``'bias' in name``, ``'scale' in name``).
+LrScaleOn = Literal["scalars", "biases", "names"]
+# How the scaled groups follow the milestones: "same" (lr * scale * gamma^k); "first_milestone_final"
+# (the tbachlechner/Fixup adjust_learning_rate elif bug from c821673: past the first milestone the
+# scaled groups jump straight to the final factor gamma^len(milestones)).
+LrScaleSchedule = Literal["same", "first_milestone_final"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +205,13 @@ class OptimConfig:
     weight_decay: float = 1e-4
     weight_decay_on: WeightDecayOn = "all"
     scalar_lr_scale: float = 1.0  # Fixup/tau-ResNet code: scalar biases and tau train at lr/10
+    # Fields added after key version 1 (defaults: what bench did before).
+    lr_scale_on: LrScaleOn = "scalars"
+    lr_scale_names: tuple[str, ...] = ()  # substrings of parameter names, for lr_scale_on = "names"
+    lr_scale_schedule: LrScaleSchedule = "same"
+    # Momentum buffers emptied when a milestone is reached (techxzen run.py builds a new SGD at 32k and
+    # 48k); False keeps them, as one optimiser for the whole run.
+    reset_momentum_at_milestones: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,7 +221,8 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = (32_000, 48_000)  # in ``unit``
     gamma: float = 0.1
     # Warm-up. constant: ``warmup_lr`` for ``warmup_length`` iterations (He 2016b: 0.01 for 400 it);
-    # linear: 0 -> lr over ``warmup_length`` iterations (ReZero-Cifar100: one epoch);
+    # linear / linear_pre_step: a ramp to lr over ``warmup_length`` iterations, from 0 or from lr/N (see
+    # Warmup; ReZero-Cifar100: linear_pre_step over one epoch);
     # until_error: ``warmup_lr`` until the running training error drops below ``warmup_until_error``
     # (He 2016 §4.2 ResNet-110: 0.01 "until the training error is below 80% (about 400 iterations)").
     warmup: Warmup = "none"

@@ -296,7 +296,7 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
     if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m > s.length for m in s.milestones):
         problems.add(f"{where}.schedule.milestones",
                      f"{list(s.milestones)} is not allowed; expected increasing {s.unit}s in 1..{s.length}")
-    if s.warmup in ("constant", "linear") and s.warmup_length <= 0:
+    if s.warmup in ("constant", "linear", "linear_pre_step") and s.warmup_length <= 0:
         problems.add(f"{where}.schedule.warmup_length", f"warmup = {s.warmup!r} needs warmup_length > 0 (iterations)")
     try:
         validate_data(spec.data)  # the same rules the pipeline relies on, checked before any job runs
@@ -304,6 +304,9 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
         for key, message in e.problems:
             problems.add(f"{where}.data.{key}", message)
     o = spec.optim
+    if (o.lr_scale_on == "names") != bool(o.lr_scale_names):
+        problems.add(f"{where}.optim.lr_scale_names", "give lr_scale_names (name substrings, e.g. [\"bias\"]) "
+                     "exactly when lr_scale_on = 'names'")
     for name, ok, rule in (("batch_size", o.batch_size > 0, "> 0"), ("lr", o.lr >= 0, ">= 0"),
                            ("momentum", 0 <= o.momentum < 1, "in [0, 1)"),
                            ("weight_decay", o.weight_decay >= 0, ">= 0"),

@@ -123,9 +123,7 @@ def train(
         for x, y in train_loader.epoch(spec.seed, epoch):
             if state.iteration >= total_iterations:
                 break  # an iteration schedule ends mid-epoch (64k iterations is not a whole epoch)
-            lr = _lr(spec, state, per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
+            lr = _set_lr(optimizer, spec, state, per_epoch)
             with autocast:
                 out = step_fn(x)
                 loss = F.cross_entropy(out.float(), y)
@@ -209,21 +207,32 @@ def evaluate(model: nn.Module, loader: DeviceLoader, autocast) -> tuple[float, f
 
 def _optimizer(model: nn.Module, spec: JobSpec) -> torch.optim.SGD:
     """SGD with momentum. Parameter groups encode two protocol choices: which parameters get weight
-    decay, and the lr/10 that the Fixup and tau-ResNet code give to scalar parameters (biases, tau)."""
+    decay, and which train at ``scalar_lr_scale`` x lr (``lr_scale_on``): the scalar biases and tau of
+    the Fixup and tau-ResNet code, or, as tbachlechner/Fixup cifar/cifar_train.py (e57b6c0, unchanged
+    to 84322e2) builds its groups, every parameter whose name contains 'bias' or 'scale'."""
     o = spec.optim
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scalar = p.numel() == 1
+        scaled = _lr_scaled(name, p, o.lr_scale_on, o.lr_scale_names)
         decay = o.weight_decay_on == "all" or p.ndim > 1
-        groups.setdefault((scalar, decay), []).append(p)
+        groups.setdefault((scaled, decay), []).append(p)
     param_groups = [
         {"params": ps, "weight_decay": o.weight_decay if decay else 0.0,
-         "lr_scale": o.scalar_lr_scale if scalar else 1.0}
-        for (scalar, decay), ps in sorted(groups.items())
+         "lr_scale": o.scalar_lr_scale if scaled else 1.0}
+        for (scaled, decay), ps in sorted(groups.items())
     ]
     return torch.optim.SGD(param_groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def _lr_scaled(name: str, p: nn.Parameter, on: str, names: tuple[str, ...]) -> bool:
+    """Whether parameter ``name`` belongs to the ``scalar_lr_scale`` group (``OptimConfig.lr_scale_on``)."""
+    if on == "scalars":
+        return p.numel() == 1
+    if on == "biases":  # a module's own ``bias`` (BN beta, conv/Linear bias, ScalarBias)
+        return name.rsplit(".", 1)[-1] == "bias"
+    return any(n in name for n in names)  # "names": the Fixup code's ``'bias' in name`` test
 
 
 def _length(s: ScheduleConfig, per_epoch: int) -> tuple[int, int]:
@@ -232,6 +241,11 @@ def _length(s: ScheduleConfig, per_epoch: int) -> tuple[int, int]:
     if s.unit == "epoch":
         return s.length * per_epoch, s.length
     return s.length, math.ceil(s.length / per_epoch)
+
+
+def _position(s: ScheduleConfig, state: _State) -> int:
+    """Where the schedule stands, in its unit: MultiStepLR stepped once per completed epoch (or step)."""
+    return state.epoch if s.unit == "epoch" else state.iteration
 
 
 def _lr(spec: JobSpec, state: _State, per_epoch: int) -> float:
@@ -243,11 +257,39 @@ def _lr(spec: JobSpec, state: _State, per_epoch: int) -> float:
     if s.warmup == "until_error" and state.warming:
         return s.warmup_lr
     if s.warmup == "linear" and it < s.warmup_length:
-        # ReZero-Cifar100's WarmUpLR: base * it / total, so its logged lr of epoch 0 starts at 0.0.
+        # Step i uses base * i / N: the first step at 0.
         return base * it / s.warmup_length
-    # MultiStepLR semantics: stepped once per completed epoch (or iteration).
-    position = state.epoch if s.unit == "epoch" else it
-    return base * s.gamma ** sum(position >= m for m in s.milestones)
+    if s.warmup == "linear_pre_step" and it < s.warmup_length:
+        # statsu1990/ReZero-Cifar100 b7b7c24 src/train/training.py calls warmup_scheduler.step() before
+        # each batch's optimizer.step(), and src/train/scheduler.py WarmUpLR gives base * last_epoch /
+        # (total_iters + 1e-8): step i uses base * (i + 1) / N. (Its logged epoch-0 lr, 0.0, is read
+        # before the first scheduler step.) The 1e-8 moves the lr by < 3e-11 relative, far below
+        # float32 resolution, and is left out.
+        return base * (it + 1) / s.warmup_length
+    return base * s.gamma ** sum(_position(s, state) >= m for m in s.milestones)
+
+
+def _set_lr(optimizer: torch.optim.SGD, spec: JobSpec, state: _State, per_epoch: int) -> float:
+    """Set every group's lr for the next step, and empty the momentum buffers at a milestone when the
+    protocol rebuilds its optimiser there. Returns the lr of the unscaled groups."""
+    s, o = spec.schedule, spec.optim
+    lr = _lr(spec, state, per_epoch)
+    scaled_lr = lr
+    if o.lr_scale_schedule == "first_milestone_final" and s.milestones and _position(s, state) >= s.milestones[0]:
+        # tbachlechner/Fixup cifar_train.py adjust_learning_rate since c821673: for the groups whose
+        # initial lr is not the base lr, "elif epoch < args.lr_step1" is written twice, so the lr/10 of
+        # the second elif never fires and they go from initial_lr to initial_lr / 100 at lr_step1.
+        scaled_lr = o.lr * s.gamma ** len(s.milestones)
+    for group in optimizer.param_groups:
+        # The Fixup code tells the groups apart by their lr: a group at scale 1 is a base group.
+        group["lr"] = (lr if group["lr_scale"] == 1.0 else scaled_lr) * group["lr_scale"]
+    if o.reset_momentum_at_milestones:
+        # techxzen/pytorch-residual-networks 3d0f2e4 run.py: at train_iter == 32000 and 48000, before
+        # that iteration's step, a new torch.optim.SGD is built (momentum buffers start again).
+        unit = per_epoch if s.unit == "epoch" else 1
+        if any(state.iteration == m * unit for m in s.milestones):
+            optimizer.state.clear()
+    return lr
 
 
 # ----------------------------------------------------------------------------------------------

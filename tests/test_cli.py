@@ -142,7 +142,7 @@ def test_quick_runs_a_paper_suite_end_to_end_on_real_images(shared_data):
     result = bench("run", str(ROOT / "suites" / "rezero_resnet56.toml"), "--quick", "--devices", "cpu",
                    "--data-dir", str(shared_data))
     assert result.exit_code == 0, result.output
-    assert "rezero_resnet56-quick" in result.output and "3 done" in result.output
+    assert "rezero_resnet56-quick" in result.output and "5 done" in result.output
 
 
 def test_dry_run_lists_the_jobs_and_touches_nothing(tmp_path):

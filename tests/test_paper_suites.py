@@ -8,7 +8,7 @@ import math
 import re
 import time
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,7 +38,8 @@ EXPECTED: dict[str, tuple[int, set[str]]] = {
     "tau_resnet": (39, {f"{k}-{d}" for k in ("resnet", "tau-resnet") for d in (20, 32, 44, 56, 110, 1202)}
                    | {"tau-resnet-110-nobn"}),
     "rezero_cifar100": (18, {f"{v}preact{d}" for v in ("", "rezero-", "tanh-rezero-") for d in (18, 50)}),
-    "rezero_resnet56": (9, _labels("vanilla-56", "vanilla-56-std-init", "rezero-56")),
+    "rezero_resnet56": (15, _labels("vanilla-56", "vanilla-56-std-init", "rezero-56", "rezero-56-84322e2", "fixup-56")),
+    "he2016b_resnet1001": (20, {f"{k}-1001-{d}" for k in ("original", "preact") for d in ("cifar10", "cifar100")}),
     "identity_mappings": (30, _labels("original-110-cifar10", "preact-110-cifar10", "original-164-cifar10",
                                       "preact-164-cifar10", "original-164-cifar100", "preact-164-cifar100")),
 }
@@ -203,6 +204,7 @@ def test_techxzen_protocol() -> None:
         assert [round(m * 255, 6) for m in s.data.mean] == [125, 123, 114]
         assert (s.model.init, s.model.conv_bias) == ("torch_default", True)
         assert (s.schedule.unit, s.schedule.length, s.schedule.milestones) == ("iteration", 64000, (32000, 48000))
+        assert s.data.pixel_scale == "byte" and s.optim.reset_momentum_at_milestones
         if label.startswith("resnet"):
             assert (s.model.shortcut, s.model.shortcut_pool) == ("A", "avg")
         else:
@@ -241,7 +243,7 @@ def test_rezero_cifar100_protocol() -> None:
         assert (s.data.dataset, s.data.flip, s.data.flip_p, s.data.pad) == ("cifar100", "any", 0.5, 0)
         assert (s.data.shift, s.data.scale, s.data.rotate, s.data.affine_p) == (0.1, 0.1, 15.0, 0.5)
         assert (s.schedule.gamma, s.schedule.milestones, s.schedule.length) == (0.2, (60, 120, 160), 200)
-        assert (s.schedule.warmup, s.schedule.warmup_length) == ("linear", math.ceil(50000 / 128))
+        assert (s.schedule.warmup, s.schedule.warmup_length) == ("linear_pre_step", math.ceil(50000 / 128))
         assert (s.optim.weight_decay, s.optim.weight_decay_on, s.optim.batch_size) == (5e-4, "all", 128)
     published = {p.label: p for p in suite_of("rezero_cifar100").published}
     assert "tanh-rezero-preact50" not in published  # the repository has no such result
@@ -253,10 +255,18 @@ def test_rezero_resnet56_protocol() -> None:
     assert {j.seed for j in suite_of("rezero_resnet56").jobs} == {11111, 11112, 11113}
     for s in c.values():
         assert (s.optim.weight_decay, s.schedule.length, s.schedule.milestones) == (5e-4, 200, (100, 150))
-        assert s.model.depth == 56 and s.model.shortcut_norm
-    assert (c["rezero-56"].model.residual_scale, c["rezero-56"].model.init, c["rezero-56"].model.init_linear) == \
-        ("rezero", "he_fan_in", True)
+        assert s.model.depth == 56 and s.model.shortcut_zeros == "after"
+        assert s.model.shortcut_norm == (s.model.norm == "batchnorm")
+    for s in c.values():  # cifar_train.py e57b6c0: 'bias' / 'scale' in the name -> lr/10
+        assert (s.optim.lr_scale_on, s.optim.lr_scale_names, s.optim.scalar_lr_scale) == ("names", ("bias", "scale"), 0.1)
+        if s.model.norm == "batchnorm":  # rezero_resnet_cifar.py a0214a9, not 2b233c7
+            assert (s.model.init, s.model.init_linear) == ("he_fan_out", False)
+    assert c["rezero-56"].model.residual_scale == "rezero"
+    assert c["rezero-56"].optim.lr_scale_schedule == "same"
+    assert c["rezero-56-84322e2"] == replace(c["rezero-56"], optim=replace(c["rezero-56"].optim,
+                                                                          lr_scale_schedule="first_milestone_final"))
     assert c["vanilla-56"].model.zero_init_last_norm and not c["vanilla-56-std-init"].model.zero_init_last_norm
+    assert (c["fixup-56"].model.norm, c["fixup-56"].model.init) == ("fixup", "torch_default")
 
 
 def test_identity_mappings_protocol() -> None:
@@ -266,10 +276,23 @@ def test_identity_mappings_protocol() -> None:
         assert (s.schedule.unit, s.schedule.length, s.schedule.milestones) == ("iteration", 64000, (32000, 48000))
         assert s.data.dataset == label.rsplit("-", 1)[1]
         assert s.model.num_classes == (100 if s.data.dataset == "cifar100" else 10)
-    assert c["preact-110-cifar10"].model == get_preset("preact_resnet110")
-    assert c["preact-164-cifar10"].model == get_preset("preact_resnet164")
-    assert c["original-110-cifar10"].model == get_preset("resnet110")
+    assert all(s.model.bn_splits == 2 for s in c.values())  # "128 on 2 GPUs (64 each)"
+    assert replace(c["preact-110-cifar10"].model, bn_splits=1) == get_preset("preact_resnet110")
+    assert replace(c["preact-164-cifar10"].model, bn_splits=1) == get_preset("preact_resnet164")
+    assert replace(c["original-110-cifar10"].model, bn_splits=1) == get_preset("resnet110")
     assert all(p.kind == "median_of" and p.runs == 5 for p in suite_of("identity_mappings").published)
+
+
+def test_he2016b_resnet1001_protocol() -> None:
+    """The identity_mappings protocol (same appendix), at depth 1001."""
+    c, ref = cells("he2016b_resnet1001"), cells("identity_mappings")
+    for label, spec in c.items():
+        kind, _, dataset = label.split("-")
+        twin = ref[f"{kind}-164-{dataset}"]
+        assert spec == replace(twin, model=replace(twin.model, depth=1001))
+    assert replace(c["preact-1001-cifar10"].model, bn_splits=1) == get_preset("preact_resnet1001")
+    p = {p.label: p for p in suite_of("he2016b_resnet1001").published}
+    assert (p["preact-1001-cifar10"].value, p["preact-1001-cifar10"].mean, p["preact-1001-cifar10"].std) == (4.92, 4.89, 0.14)
 
 
 # ----------------------------------------------------------------------------------------------

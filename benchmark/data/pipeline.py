@@ -24,7 +24,9 @@ A split lives as ONE uint8 tensor N x 3 x 32 x 32 on the training device. Each t
 3. Normalise (below) and yield mini-batches: consecutive slices of the permutation. The last partial
    batch is kept (PyTorch ``DataLoader`` default, ``drop_last=False``).
 
-Normalisation always happens AFTER the geometric augmentation, on the 0..1 scale (``x / 255``):
+Normalisation happens AFTER the geometric augmentation, on the 0..1 scale (``x / 255``), unless
+``pad_order = "after_normalize"`` (normalise the stored images, then pad: zeros are the mean colour)
+or ``pixel_scale = "byte"`` (the 0..255 scale, ``x - 255 * mean``):
 - ``per_pixel_mean``: subtract the mean image (3 x 32 x 32) of the training split (He 2016 §4.2),
   no division; the mean image is aligned with the output crop.
 - ``channel_mean``: subtract per-channel constants (``cfg.mean``, e.g. techxzen (125,123,114)/255),
@@ -210,7 +212,8 @@ def _source_index(offset: torch.Tensor, flip: torch.Tensor, pad: int, mode: str)
 
 
 def crop_flip(x: torch.Tensor, oy, ox, hflip, vflip, pad: int, mode: str) -> torch.Tensor:
-    """Pad by ``pad`` (``mode``), crop 32x32 at (oy, ox) of the padded image, then flip. uint8 in and out.
+    """Pad by ``pad`` (``mode``), crop 32x32 at (oy, ox) of the padded image, then flip. uint8 in and
+    out (or float in and out, for images normalised before padding: ``pad_order``).
 
     One ``gather`` on flattened pixels; no padded copy is materialised.
     Reflect padding needs ``pad <= 31``; ``validate_data`` enforces it once, not per chunk.
@@ -237,7 +240,7 @@ def augment(x: torch.Tensor, plan: EpochPlan, idx: torch.Tensor, cfg: DataConfig
 
     ``warp``: positions in ``idx`` to warp, when the caller already knows them (the loader finds
     them once per epoch on the CPU); None finds them here. Returns float32 on the 0..255 scale
-    (not yet normalised).
+    (not yet normalised), or float normalised images in and out (``pad_order = "after_normalize"``).
     """
     # Decided from the config, not from the plan: ``plan.hflip.any()`` would sync with the device.
     if cfg.pad or cfg.flip != "none":
@@ -278,14 +281,22 @@ class DeviceLoader:
         # Chunks are whole batches so chunking never changes a batch.
         self.chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
         stats = stats.to(self.device)
-        self._scale = (1.0 / (255.0 * stats.std)).float()  # x * scale - shift == (x/255 - mean) / std
-        self._shift = (stats.mean / stats.std).float()
+        # x * scale - shift == (x/255 - mean) / std; pixel_scale "byte" keeps the 0..255 scale:
+        # (x - 255 mean) / std (techxzen run.py: ToTensor, mul(255), Normalize((125,123,114), 1)).
+        byte = 255.0 if cfg.pixel_scale == "byte" else 1.0
+        self._scale = (byte / (255.0 * stats.std)).float()
+        self._shift = (byte * stats.mean / stats.std).float()
+        # pad_order "after_normalize": normalise the stored images first, so zero padding is the mean
+        # colour (and the per-pixel mean is subtracted at each pixel's source position, as
+        # fb.resnet.torch normalises the data set before RandomCrop pads it).
+        self._normalize_first = cfg.pad_order == "after_normalize"
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
-    def _finish(self, xf: torch.Tensor) -> torch.Tensor:
-        xf = xf.mul_(self._scale).sub_(self._shift)
+    def _finish(self, xf: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        if normalize:
+            xf = xf.mul_(self._scale).sub_(self._shift)
         if self.channels_last:
             xf = xf.contiguous(memory_format=torch.channels_last)
         return xf
@@ -306,7 +317,11 @@ class DeviceLoader:
             idx = plan.perm[c:c + self.chunk_size]
             lo, hi = torch.searchsorted(warp_pos, torch.tensor([c, c + len(idx)])).tolist()
             warp = (warp_pos[lo:hi] - c).to(self.device, non_blocking=True)
-            xc = self._finish(augment(self.x[idx], plan, idx, self.cfg, warp))
+            if self._normalize_first:
+                xn = self.x[idx].float().mul_(self._scale).sub_(self._shift)
+                xc = self._finish(augment(xn, plan, idx, self.cfg, warp), normalize=False)
+            else:
+                xc = self._finish(augment(self.x[idx], plan, idx, self.cfg, warp))
             yc = self.y[idx]
             for i in range(0, len(idx), bs):
                 yield xc[i:i + bs], yc[i:i + bs]

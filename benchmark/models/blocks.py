@@ -30,6 +30,52 @@ class ScalarBias(nn.Module):
         return x + self.bias
 
 
+class ScalarScale(nn.Module):
+    """A learnable scalar multiplier, init 1 (Fixup's ``scale``; the name keeps 'scale' in the
+    parameter's name, which the Fixup code's lr groups test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d as nn.DataParallel over ``splits`` devices computes it (``ModelConfig.bn_splits``).
+
+    Training: the batch is cut as ``x.chunk(splits)`` (DataParallel's scatter: 128 -> 64 + 64, the
+    last batch of an epoch 80 -> 40 + 40) and each piece is normalised with its own batch mean and
+    biased variance. Running averages: PyTorch's BatchNorm update from the first piece only, because
+    DataParallel's replica on device 0 shares the module's buffers and the other replicas' in-place
+    updates are discarded (torch.nn.DataParallel docs, "in-place updates ... on device[0] will be
+    recorded"). Evaluation: the running averages, as BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, splits: int) -> None:
+        super().__init__(num_features)
+        self.splits = splits
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.splits == 1:
+            return super().forward(x)
+        self.num_batches_tracked.add_(1)
+        pieces = x.chunk(self.splits)
+        out = [F.batch_norm(p, self.running_mean if i == 0 else None, self.running_var if i == 0 else None,
+                            self.weight, self.bias, True, self.momentum, self.eps)
+               for i, p in enumerate(pieces)]
+        return torch.cat(out)
+
+
+def split_batchnorms(model: nn.Module, splits: int) -> None:
+    """Replace every BatchNorm2d of ``model`` by a :class:`SplitBatchNorm2d` (fresh, same shape)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.BatchNorm2d:
+                setattr(module, name, SplitBatchNorm2d(child.num_features, splits))
+
+
 # ----------------------------------------------------------------------------------------------
 # Shortcuts
 
@@ -39,15 +85,17 @@ class ZeroPadShortcut(nn.Module):
 
     ``pool="stride"`` takes x[:, :, ::s, ::s] (akamaster; AvgPool2d(1, stride) in tau-ResNet),
     ``pool="avg"`` averages s x s windows (techxzen). Zeros go planes//2 on each side as in
-    akamaster's ``F.pad(..., planes//4, planes//4)`` for a doubling. ``norm=True`` adds a BatchNorm on
+    akamaster's ``F.pad(..., planes//4, planes//4)`` for a doubling (``zeros="split"``), or all after
+    the input's channels as the Fixup fork's ``torch.cat((identity, zeros), 1)`` (``zeros="after"``). ``norm=True`` adds a BatchNorm on
     the subsampled input before padding, as tau-ResNet's and Fixup's ``downsample``.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, pool: str, norm: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, pool: str, norm: bool, zeros: str = "split") -> None:
         super().__init__()
         assert out_ch >= in_ch, "option A can only widen"
         self.stride, self.pool = stride, pool
-        self.pad = (out_ch - in_ch) // 2, out_ch - in_ch - (out_ch - in_ch) // 2
+        extra = out_ch - in_ch
+        self.pad = (0, extra) if zeros == "after" else (extra // 2, extra - extra // 2)
         self.norm = nn.BatchNorm2d(in_ch) if norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -60,7 +108,7 @@ class ZeroPadShortcut(nn.Module):
 
 def make_shortcut(
     kind: str, in_ch: int, out_ch: int, stride: int, *, pool: str, shortcut_norm: bool,
-    projection_norm: bool, bias: bool,
+    projection_norm: bool, bias: bool, zeros: str = "split",
 ) -> nn.Module | None:
     """None for a plain net, identity when the shape is kept, else option A or B."""
     if kind == "none":
@@ -68,7 +116,7 @@ def make_shortcut(
     if in_ch == out_ch and stride == 1:
         return nn.Identity()
     if kind == "A":
-        return ZeroPadShortcut(in_ch, out_ch, stride, pool, shortcut_norm)
+        return ZeroPadShortcut(in_ch, out_ch, stride, pool, shortcut_norm, zeros)
     # Option B: 1x1 projection; BN after it in post-activation nets (He 2016), none in the
     # pre-activation nets (He 2016b resnet-1k-layers, kuangliu PreActResNet).
     proj = conv(in_ch, out_ch, 1, stride, bias=bias)
@@ -108,6 +156,16 @@ def nonorm_branch(in_ch: int, out_ch: int, stride: int, bias: bool) -> nn.Sequen
     conv1(x + b1a) -> relu(. + b1b) -> conv2(. + b2a) + b2b. The tau multiply is the unit's."""
     layers = [("bias1a", ScalarBias()), ("conv1", conv(in_ch, out_ch, 3, stride, bias)), ("bias1b", ScalarBias()),
               ("relu1", nn.ReLU()), ("bias2a", ScalarBias()), ("conv2", conv(out_ch, out_ch, 3, 1, bias)),
+              ("bias2b", ScalarBias())]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def fixup_branch(in_ch: int, out_ch: int, stride: int, bias: bool) -> nn.Sequential:
+    """Fixup basic block (fixup_resnet_cifar.py FixupBasicBlock) after its input bias ``bias1a``,
+    which the unit owns because the downsampling shortcut sees it too:
+    relu(conv1(.) + b1b) -> conv2(. + b2a) * scale + b2b."""
+    layers = [("conv1", conv(in_ch, out_ch, 3, stride, bias)), ("bias1b", ScalarBias()), ("relu1", nn.ReLU()),
+              ("bias2a", ScalarBias()), ("conv2", conv(out_ch, out_ch, 3, 1, bias)), ("scale", ScalarScale()),
               ("bias2b", ScalarBias())]
     return nn.Sequential(OrderedDict(layers))
 

@@ -100,7 +100,19 @@ def validate(cfg: ModelConfig) -> None:
                       "(no source for a no-BN ReZero CIFAR block here); use residual_scale='tau'")
         if cfg.shortcut_norm or cfg.zero_init_last_norm:
             raise err("norm='none' has no BatchNorm: shortcut_norm and zero_init_last_norm must be False")
+    if cfg.norm == "fixup":
+        # Only the Fixup fork's CIFAR network (fixup_resnet_cifar.py) is built.
+        if (cfg.order, cfg.block, cfg.shortcut, cfg.residual_scale) != ("post", "basic", "A", "none"):
+            raise err("norm='fixup' is the Fixup CIFAR block: needs order='post', block='basic', shortcut='A' "
+                      "and residual_scale='none' (its multiplier is built in)")
+        if cfg.shortcut_norm or cfg.zero_init_last_norm or cfg.init_linear:
+            raise err("norm='fixup' has its own init and no BatchNorm: shortcut_norm, zero_init_last_norm "
+                      "and init_linear must be False")
     if cfg.zero_init_last_norm and cfg.shortcut == "none":
         raise err("zero_init_last_norm with shortcut='none' makes every plain block output zero")
     if cfg.init_linear and cfg.init == "torch_default":
         raise err("init_linear=True needs init='he_fan_in' or 'he_fan_out'")
+    if cfg.bn_splits < 1:
+        raise err(f"bn_splits must be >= 1 (the number of devices the batch is split across), got {cfg.bn_splits}")
+    if cfg.bn_splits > 1 and cfg.norm != "batchnorm":
+        raise err(f"bn_splits > 1 splits BatchNorm statistics, but norm={cfg.norm!r} has no BatchNorm")

@@ -10,14 +10,15 @@ Layout: stem -> stages of units (stride 2 at the first unit of every stage but t
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
 
 from benchmark.config import ModelConfig
-from benchmark.models.blocks import (ResidualUnit, conv, make_shortcut, nonorm_branch, post_branch,
-                                     pre_branch)
+from benchmark.models.blocks import (ResidualUnit, ScalarBias, conv, fixup_branch, make_shortcut, nonorm_branch,
+                                     post_branch, pre_branch, split_batchnorms)
 from benchmark.models.layout import BOTTLENECK_EXPANSION, stage_sizes, validate
 
 # ----------------------------------------------------------------------------------------------
@@ -46,10 +47,14 @@ class CifarResNet(nn.Module):
 
         # Stem: 3x3 conv to widths[0]. Post-activation: conv-BN-ReLU (He 2016); no-BN tau-ResNet:
         # conv-ReLU; pre-activation: a bare conv, its BN-ReLU is the first unit's (He 2016b, kuangliu).
+        # Fixup: relu(conv(x) + bias1).
+        fixup = cfg.norm == "fixup"
         stem: list[tuple[str, nn.Module]] = [("conv", conv(3, cfg.widths[0], 3, 1, bias))]
         if not pre:
             if bn:
                 stem.append(("bn", nn.BatchNorm2d(cfg.widths[0])))
+            if fixup:
+                stem.append(("bias", ScalarBias()))
             stem.append(("relu", nn.ReLU()))
         self.stem = nn.Sequential(OrderedDict(stem))
 
@@ -69,8 +74,11 @@ class CifarResNet(nn.Module):
                 out_ch = width * expansion
                 shape_change = stride != 1 or in_ch != out_ch
                 shortcut = make_shortcut(cfg.shortcut, in_ch, out_ch, stride, pool=cfg.shortcut_pool,
-                                         shortcut_norm=cfg.shortcut_norm, projection_norm=bn and not pre, bias=bias)
-                if cfg.norm == "none":
+                                         shortcut_norm=cfg.shortcut_norm, projection_norm=bn and not pre, bias=bias,
+                                         zeros=cfg.shortcut_zeros)
+                if fixup:
+                    branch = fixup_branch(in_ch, out_ch, stride, bias)
+                elif cfg.norm == "none":
                     branch = nonorm_branch(in_ch, out_ch, stride, bias)
                 elif pre:
                     branch = pre_branch(in_ch, width, out_ch, stride, bottleneck, bias)
@@ -80,6 +88,8 @@ class CifarResNet(nn.Module):
                 if pre:
                     preact = nn.Sequential(OrderedDict([("bn1", nn.BatchNorm2d(in_ch)), ("relu1", nn.ReLU())]))
                 first = i == 0 and j == 0
+                if fixup:  # bias1a: conv1(x + bias1a), and the downsample sees x + bias1a too
+                    preact, first = nn.Sequential(OrderedDict([("bias1a", ScalarBias())])), False
                 units.append(ResidualUnit(
                     branch, shortcut, order=cfg.order, scale=scale, tau=fixed_tau, preact=preact,
                     share_preact=shape_change or (first and cfg.first_unit_shares_preact)))
@@ -90,7 +100,10 @@ class CifarResNet(nn.Module):
         self.head_norm = (nn.Sequential(OrderedDict([("bn", nn.BatchNorm2d(in_ch)), ("relu", nn.ReLU())]))
                           if pre and cfg.final_norm else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head_bias = ScalarBias() if fixup else nn.Identity()  # Fixup: fc(x + bias2)
         self.fc = nn.Linear(in_ch, cfg.num_classes)
+        if cfg.bn_splits > 1:  # before the init, which then sees every norm layer (BN draws no random numbers)
+            split_batchnorms(self, cfg.bn_splits)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -109,6 +122,17 @@ class CifarResNet(nn.Module):
                     nn.init.zeros_(m.bias)
             if cfg.init_linear:  # weight only; the bias keeps PyTorch's default (akamaster)
                 nn.init.kaiming_normal_(self.fc.weight, mode=mode, nonlinearity="relu")
+        if cfg.norm == "fixup":
+            # fixup_resnet_cifar.py: the first conv of each branch ~ N(0, sqrt(2 / (out_ch * k * k)) * L^(-1/2))
+            # (L blocks; m = 2 layers per branch gives L^(-1/(2m-2))), the second conv 0, the Linear
+            # 0 (weight and bias). The stem conv keeps the init of cfg.init (the fork: PyTorch's default).
+            for unit in self.units():
+                w = unit.branch.conv1.weight
+                nn.init.normal_(w, mean=0.0, std=math.sqrt(2 / (w.shape[0] * w.shape[2] * w.shape[3]))
+                                * self.num_blocks ** -0.5)
+                nn.init.zeros_(unit.branch.conv2.weight)
+            nn.init.zeros_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
         if cfg.zero_init_last_norm:  # "zero gamma": last BN of each branch starts at 0
             for unit in self.units():
                 last_bn = [m for m in unit.branch if isinstance(m, nn.BatchNorm2d)][-1]
@@ -124,7 +148,7 @@ class CifarResNet(nn.Module):
             for unit in stage:
                 x = unit(x, shared)
         x = self.pool(self.head_norm(x)).flatten(1)
-        return self.fc(x)
+        return self.fc(self.head_bias(x))
 
     @torch.no_grad()
     def residual_scales(self) -> dict[str, float]:
