@@ -475,7 +475,7 @@ def quick(suite: Suite) -> Suite:
                            warmup_length=min(s.schedule.warmup_length, 1))
         optim = replace(s.optim, batch_size=min(s.optim.batch_size, QUICK_BATCH))
         jobs.append(Job(job.label, replace(s, data=data, schedule=schedule, optim=optim)))
-    return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs))
+    return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs), quick=True)
 
 
 def parse_registered(name: str, text: str, path: str) -> Suite:

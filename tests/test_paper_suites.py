@@ -325,7 +325,7 @@ def test_every_model_builds_and_steps(name: str, one_thread) -> None:
 
 
 class _PublishedLookup:
-    """final(label) = the published value and std(label) = 0 (one published number); anything else
+    """selected(label) = the published value and std(label) = 0 (one published number); anything else
     (training error, epochs, alpha, labels without a published value) is pending, so only claims about
     published test errors are decided."""
 
@@ -334,7 +334,7 @@ class _PublishedLookup:
         for p in suite.published:
             self.values.setdefault(p.label, p.value)  # first published value of a label (e.g. best of 5)
 
-    def final(self, label: str, metric: str) -> float:
+    def selected(self, label: str, metric: str) -> float:
         from benchmark.report.claims import ClaimPending
 
         if metric != "test_error" or label not in self.values:

@@ -56,7 +56,7 @@ source = "made up"
 [[claim]]
 name = "residual-helps"
 text = "resnet-8 ends below plain-8"
-expr = 'final("resnet-8") < final("plain-8")'
+expr = 'selected("resnet-8") < selected("plain-8")'
 """
 
 FINAL = {"plain-8": 12.2, "resnet-8": 10.3}  # test error at the last epoch, every seed
@@ -73,8 +73,9 @@ def fill(store, suite, final=FINAL, leave: tuple[str, int, str] | None = None) -
         curves = fake_curves(r.label, r.seed, 3)
         for e in range(3):
             m = {k: float(v[e]) for k, v in curves.items()}
-            if e == 2:
-                m["test_error"] = final[r.label]
+            if e == 2:  # one value for every seed, or one per seed
+                v = final[r.label]
+                m["test_error"] = v[r.seed] if isinstance(v, (list, tuple)) else v
             store.record_epoch(r.job_id, e + 1, m)
         if leave and (r.label, r.seed) == leave[:2]:
             if leave[2] != "running":
@@ -115,6 +116,17 @@ def test_check_value_outside_tolerance(suite_file, db_url):
     res = run_check(suite_file, db_url, final={"plain-8": 12.2, "resnet-8": 11.5})
     assert res.exit_code == 1
     assert "resnet-8" in res.output and "+1.50" in res.output and "by 0.50" in res.output
+
+
+def test_check_inconclusive_exits_3_unless_allowed(suite_file, db_url):
+    # Seeds that spread: 2 seeds of a single-run value on synthetic data (no prior) cannot decide.
+    res = run_check(suite_file, db_url, final={"plain-8": [11.0, 14.0], "resnet-8": [9.0, 11.5]})
+    assert res.exit_code == 3, res.output
+    assert "resnet-8 (single)" in res.output and "inconclusive" in res.output
+    assert "claim residual-helps inconclusive" in res.output
+    res = CliRunner().invoke(main, ["check", str(suite_file), "--db", db_url, "--allow-inconclusive"])
+    assert res.exit_code == 0, res.output
+    assert "inconclusive" in res.output
 
 
 def test_check_failing_claim(suite_file, db_url):
@@ -171,7 +183,8 @@ def test_report_every_format_from_the_database(suite_file, db_url, tmp_path):
     rows = {r["label"]: r for r in doc["rows"]}
     assert rows["plain-8"]["state"] == "running" and rows["plain-8"]["mean"] is None
     assert rows["resnet-8"]["mean"] == pytest.approx(10.3) and rows["resnet-8"]["n"] == 2
-    assert rows["resnet-8"]["verdict"] == "ok"
+    assert rows["resnet-8"]["verdict"] == "reproduces"  # identical seeds: no spread, |diff| 0.3 < 1
+    assert [s["seed"] for s in rows["resnet-8"]["seeds"]] == [0, 1]
     md = (out / "tiny.md").read_text()
     assert "# Tiny &lt;suite&gt; \\| for tests" in md and "running" in md
     assert "shortcut=" in md  # the protocol note: the cells differ in shortcut

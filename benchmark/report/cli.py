@@ -1,8 +1,11 @@
 """``bench report`` and ``bench check``: thin click commands over benchmark.report.api.
 
-Exit codes of ``bench check``: 0 all compared values within tolerance and all claims hold;
-1 something is out, failed, diverged or unfinished (printed, with by how much); 2 usage error
-(bad suite, bad database, bad option): `bench` turns every UserError into a message, never a traceback.
+Exit codes of ``bench check``:
+  0  every published value reproduces and every claim holds;
+  1  something differs, a claim fails, a job is unfinished, failed or diverged (printed, with by how much);
+  2  usage error (bad suite, bad database, bad option): `bench` turns every UserError into a message;
+  3  nothing of 1, but some value or claim is inconclusive (printed with the seeds that would decide
+     it), or the suite is a --quick run (plumbing only). ``--allow-inconclusive`` turns 3 into 0.
 """
 from __future__ import annotations
 
@@ -54,8 +57,11 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
 @click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list what passed.")
-def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None:
-    """Exit 0 if SUITE's numbers are within tolerance and its claims hold, else 1 (2: usage error)."""
+@click.option("--allow-inconclusive", is_flag=True,
+              help="Exit 0 instead of 3 when nothing differs or fails but something is inconclusive.")
+def check(suite: str, db: str | None, select: str | None, verbose: bool, allow_inconclusive: bool) -> None:
+    """Exit 0 if SUITE reproduces and its claims hold; 1 if something differs, fails or is unfinished;
+    3 if the rest is inconclusive (2: usage error)."""
     from benchmark.report.api import check_suite, resolve_suites
 
     store = Store(db)
@@ -66,9 +72,11 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None
             click.echo(f"  ok   {line}")
     for line in result.problems:
         click.echo(f"  OUT  {line}")
+    for line in result.undecided:
+        click.echo(f"  ?    {line}")
     if result.ok:
-        click.echo(f"{result.suite}: OK, {result.compared} values and claims within tolerance")
+        click.echo(f"{result.suite}: OK, {result.compared} values and claims reproduce / hold")
     else:
-        click.echo(f"{result.suite}: {len(result.problems)} problem(s), "
+        click.echo(f"{result.suite}: {len(result.problems)} problem(s), {len(result.undecided)} inconclusive, "
                    f"{len(result.passed)} of {result.compared} compared values and claims passed")
-    sys.exit(result.exit_code)
+    sys.exit(result.exit_code(allow_inconclusive))
