@@ -13,7 +13,7 @@ from rich.table import Table
 
 from benchmark.errors import UserError
 from benchmark.store import URL_HELP
-from benchmark.report.cli import check, report
+from benchmark.report.cli import check, plan, report
 from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
 from benchmark.suite import quick as quick_variant
 
@@ -358,6 +358,7 @@ def download(dataset: str, data_dir: str | None) -> None:
 
 main.add_command(report)
 main.add_command(check)
+main.add_command(plan)
 
 if __name__ == "__main__":
     main()

@@ -197,3 +197,13 @@ def check_results(res: SuiteResults) -> CheckResult:
 def check_suite(store: Any, suite: Suite, select: str | None = None) -> CheckResult:
     """Compare a suite's results with its published values and claims (bench check)."""
     return check_results(build_tables(store, [suite], select)[0])
+
+
+def plan_suite(store: Any, suite: Suite) -> list[Any]:
+    """bench plan: seeds needed per compared cell and their compute (benchmark.report.plan)."""
+    from benchmark.report.plan import plan_rows
+
+    (res,) = build_tables(store, [suite])
+    jobs = store.jobs_frame(None)
+    speed = store.metrics_frame(names=["images_per_second"]) if not jobs.empty else None
+    return plan_rows(res, jobs, speed)

@@ -80,3 +80,39 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool, allow_i
         click.echo(f"{result.suite}: {len(result.problems)} problem(s), {len(result.undecided)} inconclusive, "
                    f"{len(result.passed)} of {result.compared} compared values and claims passed")
     sys.exit(result.exit_code(allow_inconclusive))
+
+
+@click.command()
+@click.argument("suite")
+@click.option("--db", default=None, help=URL_HELP)
+def plan(suite: str, db: str | None) -> None:
+    """Seeds each cell of SUITE needs to be decided (80 % power at the suite's margin) and their compute.
+
+    From the spread and difference measured in the database where a cell has results, else from
+    the dataset's prior spread, assuming the paper is right; compute from the images/s of finished
+    jobs of the same model, else from a named table of measured figures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.report.api import plan_suite, resolve_suites
+
+    store = Store(db)
+    (parsed,) = resolve_suites(store, [suite])
+    rows = plan_suite(store, parsed)
+    table = Table(title=f"{parsed.name}: seeds to decide each verdict (80 % power, α = 0.05)")
+    for h in ("cell", "published", "spread (pp)", "verdict now", "seeds done / in suite", "seeds needed",
+              "images/s", "hours for those seeds"):
+        table.add_column(h, overflow="fold")
+    sources: dict[str, None] = {}
+    for r in rows:
+        need = "exact" if r.verdict == "exact" else str(r.seeds_needed) if r.seeds_needed else "> 100 / none"
+        table.add_row(r.label, r.published, f"{r.spread:.2f} {r.spread_source}" if r.spread == r.spread else r.spread_source,
+                      r.verdict, f"{r.seeds_done} / {r.seeds_in_suite}", need, f"{r.images_per_second:.0f}",
+                      f"{r.hours:.1f}" if r.hours == r.hours else "")
+        sources.setdefault(r.speed_source, None)
+    Console(width=200).print(table)
+    total = sum(r.hours for r in rows if r.hours == r.hours)
+    click.echo(f"total: {total:.1f} device-hours for the seeds needed (cells compared more than once counted once per "
+               "comparison)")
+    for s in sources:
+        click.echo(f"images/s: {s}")

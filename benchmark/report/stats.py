@@ -92,8 +92,14 @@ class Comparison:
 # Small helpers over scipy
 
 
+# Student's t through scipy.special's ufuncs (stdtr, stdtrit: the same functions scipy.stats.t
+# calls, without its per-call overhead, which dominated the calibration benchmark); df = inf: normal.
 def t_quantile(q: float, df: float) -> float:
-    return float(stats.norm.ppf(q) if not math.isfinite(df) else stats.t.ppf(q, df))
+    return float(special.ndtri(q) if not math.isfinite(df) else special.stdtrit(df, q))
+
+
+def t_cdf(x: float, df: float) -> float:
+    return float(special.ndtr(x) if not math.isfinite(df) else special.stdtr(df, x))
 
 
 def welch_df(components: Sequence[tuple[float, float]]) -> float:
@@ -187,11 +193,10 @@ def decide(diff: float, se: float, df: float, margin: float) -> tuple[str, float
             verdict = "reproduces" if abs(diff) < margin else "differs" if abs(diff) > margin else "inconclusive"
             return verdict, diff, diff, float(abs(diff) >= margin), float(diff == 0)
         return "inconclusive", -math.inf, math.inf, 1.0, 1.0
-    dist = stats.t(df) if math.isfinite(df) else stats.norm()
-    t90 = float(dist.ppf(1 - ALPHA))
+    t90 = t_quantile(1 - ALPHA, df)
     low, high = diff - t90 * se, diff + t90 * se
-    p_equiv = float(max(dist.sf((diff + margin) / se), dist.cdf((diff - margin) / se)))
-    p_diff = float(2 * dist.sf(abs(diff) / se))
+    p_equiv = max(t_cdf(-(diff + margin) / se, df), t_cdf((diff - margin) / se, df))
+    p_diff = 2 * t_cdf(-abs(diff) / se, df)
     if p_equiv < ALPHA:
         verdict = "reproduces"
     elif p_diff < ALPHA and abs(diff) > margin:
@@ -286,8 +291,10 @@ def seeds_needed(target: Target, diff: float, sigma: float, margin: float, prior
     return int(ns[ok[0]]) if len(ok) else None
 
 
-def compare(target: Target, values: Sequence[float], margin: float, dataset: str | None = None) -> Comparison:
-    """Compare measured per-seed ``values`` with a published ``target`` at the equivalence ``margin``."""
+def compare(target: Target, values: Sequence[float], margin: float, dataset: str | None = None,
+            plan: bool = True) -> Comparison:
+    """Compare measured per-seed ``values`` with a published ``target`` at the equivalence ``margin``.
+    ``plan``: work out ``seeds_needed`` for an inconclusive verdict (the costly part)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -315,9 +322,9 @@ def compare(target: Target, values: Sequence[float], margin: float, dataset: str
         if n and not note:
             note = "needs ≥ 2 seeds to estimate the spread"
         p = PRIOR_SPREAD.get(dataset or "")
-        plan = seeds_needed(target, 0.0 if n == 0 else diff, p.std, margin, prior=True) if p else None
+        need = seeds_needed(target, 0.0 if n == 0 else diff, p.std, margin, prior=True) if p and plan else None
         return Comparison(target.kind, statistic, est, math.nan, math.nan, diff, math.nan, math.nan,
-                          math.nan, math.nan, margin, "inconclusive", math.nan, math.nan, plan, prior, note)
+                          math.nan, math.nan, margin, "inconclusive", math.nan, math.nan, need, prior, note)
     comps = variance_components(target, sigma, n, prior)
     se = math.sqrt(sum(v for v, _ in comps))
     df = welch_df(comps)
@@ -333,8 +340,9 @@ def compare(target: Target, values: Sequence[float], margin: float, dataset: str
         own = comps[:1]
     own_se = math.sqrt(sum(v for v, _ in own))
     half = t_quantile(1 - ALPHA / 2, welch_df(own)) * own_se
-    plan = seeds_needed(target, diff, sigma, margin, prior) if verdict == "inconclusive" else None
-    if verdict == "inconclusive" and plan is None:
+    want = plan and verdict == "inconclusive"
+    plan = seeds_needed(target, diff, sigma, margin, prior) if want else None
+    if want and plan is None:
         why = " (one published run spreads as much as one of ours)" if one_draw else ""
         note = "; ".join(x for x in (note, f"no number of seeds up to {MAX_SEEDS} decides it at ±{margin:g}{why}") if x)
     return Comparison(target.kind, statistic, est, est - half, est + half, diff, se, df, low90, high90, margin,
