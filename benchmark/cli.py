@@ -43,7 +43,8 @@ def main() -> None:
       bench run suites/smoke.toml               # train every job, metrics into db/results.sqlite
       bench status                              # what is queued, running, done
       bench report --format html                # tables, curves and claims into reports/
-      bench check suites/smoke.toml             # exit 1 if a number or claim is out of tolerance
+      bench check suites/smoke.toml             # exit 1 if a value differs or a claim fails, 3 if inconclusive
+      bench plan suites/he2016_table.toml       # seeds each cell needs to be decided, and their compute
     """
 
 
