@@ -74,9 +74,14 @@ def measured_speed(jobs: pd.DataFrame | None, metrics: pd.DataFrame | None, spec
     """Median images/s over the epochs of finished jobs with this model configuration."""
     if jobs is None or jobs.empty or metrics is None or metrics.empty or "config" not in jobs.columns:
         return None
-    model = spec.to_dict()["model"]
+    model = json.loads(json.dumps(spec.to_dict()["model"]))  # as stored: tuples become lists
+
+    def same(config: str) -> bool:  # fields only one side knows (added later, at defaults) are skipped
+        stored = json.loads(config).get("model", {})
+        return all(stored[k] == v for k, v in model.items() if k in stored)
+
     done = jobs[jobs["state"] == "done"]
-    ids = [r.job_id for r in done.itertuples() if json.loads(r.config).get("model") == model]
+    ids = [r.job_id for r in done.itertuples() if same(r.config)]
     m = metrics[metrics["job_id"].isin(ids) & (metrics["name"] == "images_per_second")]["value"].dropna()
     if m.empty:
         return None
@@ -88,7 +93,7 @@ def fallback_speed(spec: JobSpec, device: str = "cpu") -> Speed:
     base = MEASURED_SPEED[device]
     depth = spec.model.depth
     return Speed(base.images_per_second * 20 / depth,
-                 f"table: {base.images_per_second:g} img/s x 20/{depth} ({base.source})")
+                 f"table (no finished job of the model): {base.images_per_second:g} img/s x 20/depth, {base.source}")
 
 
 def plan_rows(res: SuiteResults, jobs: pd.DataFrame | None, speed_metrics: pd.DataFrame | None) -> list[PlanRow]:
