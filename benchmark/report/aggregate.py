@@ -24,7 +24,6 @@ from benchmark.report.claims import (
     claim_metrics,
     evaluate_claim,
 )
-from benchmark.report.stats import Target, compare
 from benchmark.suite_types import Published, Suite
 
 # A cell shows the first of these states that any of its jobs is in: trouble first, then work
@@ -284,9 +283,14 @@ class SuiteResults:
         # label -> [(job_id, state)] in job order, built once: every table row and claim asks for
         # a cell's jobs, and a pandas filter per ask cost more than the rest of summarize.
         self._jobs_of: dict[str, list[tuple[Any, str]]] = {}
+        self._seeds_of: dict[str, list[tuple[int, Any, str]]] = {}
         j = self.jobs
-        for label, job_id, state in zip(j["label"].tolist(), j["job_id"].tolist(), j["state"].tolist()):
+        for label, seed, job_id, state in zip(j["label"].tolist(), j["seed"].tolist(), j["job_id"].tolist(),
+                                              j["state"].tolist()):
             self._jobs_of.setdefault(label, []).append((job_id, state))
+            self._seeds_of.setdefault(label, []).append((seed, job_id, state))
+        self._values: dict[tuple[Any, str], float] | None = None
+        self._epochs: dict[Any, float] = {}
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -348,13 +352,16 @@ class SuiteResults:
     # -- per-seed rows of the exports ------------------------------------------------------------
     def seed_rows(self, label: str, metric: str) -> list[dict[str, Any]]:
         """One dict per expected job of the cell: seed, job id, state, selected epoch, value."""
+        if self._values is None:  # built once: the exports ask for every cell's seeds
+            self._values = self.at_selected.to_dict()
+            self._epochs = self.selected_epoch.to_dict()
         out = []
-        for r in self.jobs[self.jobs["label"] == label].itertuples():
-            job_id = r.job_id if r.job_id is not None and r.job_id == r.job_id else None
-            value = self.at_selected.get((job_id, metric)) if job_id is not None and r.state in ("done", "diverged") else None
-            epoch = self.selected_epoch.get(job_id) if job_id is not None else None
-            out.append({"seed": int(r.seed), "job_id": _nan_to_none(job_id), "state": r.state,
-                        "epoch": _nan_to_none(epoch), "value": _nan_to_none(value)})
+        for seed, job_id, state in self._seeds_of.get(label, []):
+            known = job_id is not None and job_id == job_id  # NaN: never registered
+            value = self._values.get((job_id, metric)) if known and state in ("done", "diverged") else None
+            out.append({"seed": int(seed), "job_id": _nan_to_none(job_id) if known else None, "state": state,
+                        "epoch": _nan_to_none(self._epochs.get(job_id)) if known else None,
+                        "value": _nan_to_none(value)})
         return out
 
 
@@ -459,6 +466,9 @@ def _with_printed_means(published: Iterable[Published]) -> list[Published]:
 def _add_comparison(row: dict[str, Any], p: Published, values: np.ndarray, dataset: str | None,
                     plumbing: bool) -> None:
     """Fill the statistics columns of a row from the per-seed ``values`` (benchmark.report.stats)."""
+    # Imported here: every suite parse imports this package (claims are validated), scipy only a report.
+    from benchmark.report.stats import Target, compare
+
     target = Target(p.kind, p.value, p.runs, p.std, p.reading_uncertainty)
     c = compare(target, values, row["tolerance"], dataset)
     row.update(

@@ -52,7 +52,6 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.report.stats import ALPHA, t_quantile, welch_df
 
 __all__ = [
     "ClaimError",
@@ -312,6 +311,8 @@ def _test(op: type, left: _Est, right: _Est, text: str) -> ClaimTest:
     above 0 (``>`` mirrored); ``==`` can only fail (a significant difference), ``!=`` only hold.
     Without spread (constants, a lookup of plain numbers, a seed that never reaches a threshold)
     the comparison is decided on the values."""
+    from benchmark.report.stats import ALPHA, t_quantile, welch_df  # scipy: only when a claim is tested
+
     d = _combine(left.value - right.value, (1.0, left), (-1.0, right))
     point = _COMPARE[op](left.value, right.value)
     exact = "holds" if point else "fails"

@@ -35,8 +35,9 @@ class Speed:
 # the model is in the database. Deeper nets of the same width cost in proportion to their depth
 # (the 3x3 convolutions dominate): depth 110 is taken as 110/20 times slower.
 MEASURED_SPEED: dict[str, Speed] = {
-    "cpu": Speed(290.0, "ResNet-20 on the 2-core dev VM (torch 2.13 CPU, 2 threads), "
-                        "benchmarks/train_speed.py, 2026-12-01, machine shared with other jobs"),
+    "cpu": Speed(16.0, "ResNet-20 on the 2-core dev VM (torch 2.13 CPU, 2 threads), benchmarks/train_speed.py "
+                       "--threads 2, 2026-12-01, under a load average of about 9 (five engineers' jobs): "
+                       "an idle machine is faster; replace it with your own figure"),
 }
 
 
