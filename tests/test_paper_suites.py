@@ -342,7 +342,7 @@ class _PublishedLookup:
         return self.values[label]
 
     def std(self, label: str, metric: str) -> float:
-        return 0.0 * self.final(label, metric)
+        return 0.0 * self.selected(label, metric)
 
     def _pending(self, label: str, *args) -> float:
         from benchmark.report.claims import ClaimPending
