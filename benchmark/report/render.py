@@ -85,7 +85,7 @@ def verdict_text(row: dict[str, Any]) -> str:
     if row["verdict"] == "inconclusive":
         need = row["seeds_needed"]
         text += f": ~{need} seeds decide it" if need else ": no seed count decides it (see note)"
-    if row["prior"]:
+    if row["prior"] and row["verdict"] != "plumbing":
         text += " (prior spread)"
     return text
 

@@ -315,7 +315,7 @@ def compare(target: Target, values: Sequence[float], margin: float, dataset: str
         p = PRIOR_SPREAD.get(dataset or "")
         if p is not None:
             sigma, prior = p.std, True
-            note = f"fewer than 3 seeds: prior spread {p.std:g} pp for {dataset} ({p.source})"
+            note = f"fewer than 3 seeds: prior spread {p.std:g} pp for {dataset} (sources: stats.PRIOR_SPREAD)"
         elif n < 2:
             note = f"fewer than 2 seeds and no prior spread for dataset {dataset!r}"
     if n == 0 or not math.isfinite(sigma):
