@@ -13,7 +13,7 @@ from rich.table import Table
 
 from benchmark.errors import UserError
 from benchmark.store import URL_HELP
-from benchmark.report.cli import check, report
+from benchmark.report.cli import check, plan, report
 from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
 from benchmark.suite import quick as quick_variant
 
@@ -46,7 +46,8 @@ def main() -> None:
       bench run suites/smoke.toml               # train every job, metrics into db/results.sqlite
       bench status                              # what is queued, running, done
       bench report --format html                # tables, curves and claims into reports/
-      bench check suites/smoke.toml             # exit 1 if a number or claim is out of tolerance
+      bench check suites/smoke.toml             # exit 1 if a value differs or a claim fails, 3 if inconclusive
+      bench plan suites/he2016_table.toml       # seeds each cell needs to be decided, and their compute
     """
 
 
@@ -425,6 +426,7 @@ def download(dataset: str, data_dir: str | None) -> None:
 
 main.add_command(report)
 main.add_command(check)
+main.add_command(plan)
 
 if __name__ == "__main__":
     main()

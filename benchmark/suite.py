@@ -455,7 +455,7 @@ def _parse_claims(items: Any, labels: list[str], problems: _Problems) -> list[Cl
     out = _parse_records(items, "claim", Claim(name="", text="", expr=""), ("name", "text", "expr"), problems)
     for i, claim in enumerate(out):
         if not claim.expr.strip() and "expr" in (items[i] if isinstance(items[i], dict) else {}):
-            problems.add(f"claim[{i}].expr", "is empty; write a comparison such as final(\"plain-56\") > final(\"plain-20\")")
+            problems.add(f"claim[{i}].expr", "is empty; write a comparison such as selected(\"plain-56\") > selected(\"plain-20\")")
         elif claim.expr:
             _validate_claim(claim.expr, labels, f"claim[{i}].expr", problems)
     return out
@@ -577,7 +577,7 @@ def quick(suite: Suite) -> Suite:
                            warmup_length=min(s.schedule.warmup_length, 1))
         optim = replace(s.optim, batch_size=min(s.optim.batch_size, QUICK_BATCH))
         jobs.append(Job(job.label, replace(s, data=data, schedule=schedule, optim=optim)))
-    return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs))
+    return replace(suite, name=f"{suite.name}-quick", jobs=tuple(jobs), quick=True)
 
 
 def job_differences(expanded: Sequence[Job], stored: Sequence[Job]) -> str:

@@ -57,7 +57,10 @@ class Published:
     approx: bool = False  # chart readings, third-party readings, derived values
     source: str = ""  # paper + table/figure, or repository + commit + file
     note: str = ""
-    tolerance: float | None = None  # overrides the suite's tolerance for this value
+    tolerance: float | None = None  # overrides the suite's tolerance (the equivalence margin) for this value
+    # chart_reading: standard uncertainty (1 sd) of reading the value off the figure, in the metric's
+    # unit; None: benchmark.report.stats.DEFAULT_READING_UNCERTAINTY (0.1 pp)
+    reading_uncertainty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Suite:
     description: str = ""
     source: str = ""  # the paper / repository the suite reproduces
     protocol: str = ""  # one line describing the protocol, printed by the reporter
-    tolerance: float = 1.0  # default allowed |measured - published|, in the metric's unit
+    tolerance: float = 1.0  # the equivalence margin of every comparison (benchmark.report.stats), metric's unit
     select: Selection = "final"  # which epoch's value is reported
     jobs: tuple[Job, ...] = ()
     published: tuple[Published, ...] = ()
@@ -87,6 +90,7 @@ class Suite:
     # What a report must say about where its jobs came from (e.g. a suite file edited since it was
     # registered); set by report.api.resolve_suites, shown in every report's header.
     notices: tuple[str, ...] = ()
+    quick: bool = False  # a --quick variant (benchmark.suite.quick): its verdicts are plumbing only
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -80,12 +80,12 @@ source = "a-martyn/resnet README, reading of Fig. 6"
 [[claim]]
 name = "degradation"
 text = "plain-56 ends with higher training error than plain-20 (He 2016, Fig. 6)"
-expr = 'final("plain-56", "train_error") > final("plain-20", "train_error")'
+expr = 'selected("plain-56", "train_error") > selected("plain-20", "train_error")'
 
 [[claim]]
 name = "depth-helps"
 text = "resnet-56 beats resnet-20"
-expr = 'final("resnet-56") < final("resnet-20")'
+expr = 'selected("resnet-56") < selected("resnet-20")'
 """
 
 

@@ -348,7 +348,7 @@ def test_every_model_builds_and_steps(name: str, one_thread) -> None:
 
 
 class _PublishedLookup:
-    """final(label) = the published value and std(label) = 0 (one published number); anything else
+    """selected(label) = the published value and std(label) = 0 (one published number); anything else
     (training error, epochs, alpha, labels without a published value) is pending, so only claims about
     published test errors are decided."""
 
@@ -357,7 +357,7 @@ class _PublishedLookup:
         for p in suite.published:
             self.values.setdefault(p.label, p.value)  # first published value of a label (e.g. best of 5)
 
-    def final(self, label: str, metric: str) -> float:
+    def selected(self, label: str, metric: str) -> float:
         from benchmark.report.claims import ClaimPending
 
         if metric != "test_error" or label not in self.values:
@@ -365,7 +365,7 @@ class _PublishedLookup:
         return self.values[label]
 
     def std(self, label: str, metric: str) -> float:
-        return 0.0 * self.final(label, metric)
+        return 0.0 * self.selected(label, metric)
 
     def _pending(self, label: str, *args) -> float:
         from benchmark.report.claims import ClaimPending

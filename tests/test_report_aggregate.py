@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark.report.aggregate import (
     ReportError,
@@ -63,7 +64,13 @@ def test_mean_std_n_best_from_a_hand_made_frame(suite):
     assert r["std"] == pytest.approx(np.std([8.0, 9.0, 8.6], ddof=1))
     assert r["best"] == pytest.approx(8.0)
     assert r["diff"] == pytest.approx(np.mean([8.0, 9.0, 8.6]) - 8.75)
-    assert r["verdict"] == "ok" and r["tolerance"] == 0.5
+    # A single published run against 3 seeds: a prediction interval, mean ± t s sqrt(1 + 1/n).
+    x = np.array([8.0, 9.0, 8.6])
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) * math.sqrt(1 + 1 / 3)
+    assert r["statistic"].startswith("one run") and r["tolerance"] == 0.5
+    assert (r["low"], r["high"]) == pytest.approx((x.mean() - half, x.mean() + half))
+    # Its spread (0.5) is as wide as the margin: no number of seeds can show equivalence.
+    assert r["verdict"] == "inconclusive" and r["seeds_needed"] is None and "no number of seeds" in r["note"]
     assert r["published_text"] == "8.75 (single run)"
     assert row(res, "plain-20")["published_text"] == "≈ 9.5 (chart reading)"
     (claim, cr), = res.claims
@@ -71,16 +78,18 @@ def test_mean_std_n_best_from_a_hand_made_frame(suite):
     assert cr.numbers['final("resnet-20")'] == pytest.approx(r["mean"])
 
 
-def test_value_outside_tolerance_is_out(suite):
+def test_value_significantly_beyond_the_margin_differs(suite):
     res = summarize(suite, fake_jobs(suite), values_for(suite, resnet_final=(9.5, 9.4, 9.6)))
     r = row(res, "resnet-20")
-    assert r["verdict"] == "out" and r["diff"] == pytest.approx(0.75)
+    assert r["verdict"] == "differs" and r["diff"] == pytest.approx(0.75)
+    assert r["p_difference"] < 0.05 and r["seeds_needed"] is None
 
 
 def test_published_tolerance_overrides_the_suite(suite):
-    suite = replace(suite, published=(Published("resnet-20", 8.75, tolerance=1.0),))
+    suite = replace(suite, published=(Published("resnet-20", 8.75, tolerance=2.0),))
     res = summarize(suite, fake_jobs(suite), values_for(suite, resnet_final=(9.5, 9.4, 9.6)))
-    assert row(res, "resnet-20")["verdict"] == "ok"
+    r = row(res, "resnet-20")
+    assert r["verdict"] == "reproduces" and r["tolerance"] == 2.0 and -2.0 < r["diff_low"] < r["diff_high"] < 2.0
 
 
 @pytest.mark.parametrize(
@@ -101,7 +110,7 @@ def test_state_precedence_never_shows_numbers(suite, states, shown):
     r = row(res, "resnet-20")
     assert r["state"] == shown
     assert r["mean"] is None and r["std"] is None and r["best"] is None and r["diff"] is None
-    assert r["verdict"] == ("pending" if shown in ("running", "queued") else "out")
+    assert r["verdict"] == ("pending" if shown in ("running", "queued") else "broken")
     assert row(res, "plain-20")["state"] == "done"
     # Claims wait for unfinished or failed jobs; a diverged run counts with its values.
     assert res.claims[0][1].verdict == ("holds" if states.count("done") == 2 and "diverged" in states else "pending")
@@ -133,11 +142,11 @@ def test_best_val_selects_on_validation_and_reports_test_at_that_epoch():
     }
     res = summarize(suite, fake_jobs(suite), frame(suite, v))
     assert res.select == "best_val"
-    assert sorted(res.selected.tolist()) == [2, 4]
+    assert sorted(res.selected_epoch.tolist()) == [2, 4]
     r = row(res, "resnet-20")
     assert r["mean"] == pytest.approx((9.5 + 8.5) / 2)  # test error at the best-val epochs
-    assert res.best("resnet-20") == pytest.approx((7.0 + 6.0) / 2)  # min over epochs, for contrast
-    assert res.last("resnet-20") == pytest.approx((8.0 + 8.5) / 2)
+    assert res.best("resnet-20").tolist() == [7.0, 6.0]  # min over epochs, for contrast
+    assert res.last("resnet-20").tolist() == [8.0, 8.5]
     # Final-epoch selection on the same data gives the last epoch.
     res = summarize(replace(suite, select="final"), fake_jobs(suite), frame(suite, v))
     assert row(res, "resnet-20")["mean"] == pytest.approx((8.0 + 8.5) / 2)
@@ -164,10 +173,11 @@ def test_nan_values_of_a_done_job_are_not_averaged_in(suite):
 
 def test_claim_functions(suite):
     res = summarize(suite, fake_jobs(suite), values_for(suite))
-    assert res.final("plain-20", "train_error") == pytest.approx(np.mean([7.6, 7.4, 7.5]))
+    assert res.selected("plain-20", "train_error") == pytest.approx([7.6, 7.4, 7.5])
+    assert res.final("plain-20", "train_error") == pytest.approx([7.6, 7.4, 7.5])  # the old name
     assert res.std("resnet-20") == pytest.approx(np.std([8.0, 9.0, 8.6], ddof=1))
-    assert res.epoch_reaching("resnet-20", "test_error", 20.0) == 2.0
-    assert res.epoch_reaching("resnet-20", "test_error", 8.5) == math.inf  # seeds 1, 2 never get there
+    assert res.epoch_reaching("resnet-20", "test_error", 20.0).tolist() == [2.0, 2.0, 2.0]
+    assert res.epoch_reaching("resnet-20", "test_error", 8.5).tolist() == [3.0, math.inf, math.inf]
 
 
 def test_protocol_notes_show_what_departs_from_the_usual():
@@ -188,3 +198,34 @@ def test_published_text_kinds():
         "4.92 (median of 5; 4.89±0.14)"
     assert published_text(Published("r", 13.5, kind="chart_reading")) == "≈ 13.5 (chart reading)"
     assert published_text(Published("r", 11, kind="derived", approx=True)) == "≈ 11 (derived)"
+
+
+# ----------------------------------------------------------------------------------------------
+# The "done means": ResNet-110 as He 2016 prints it, 6.43 best of 5 (6.61 ± 0.16)
+
+
+def _resnet110(seeds):
+    suite = make_suite(depths=(110,), seeds=tuple(range(len(seeds))), epochs=2, tolerance=0.5, families=("resnet",),
+                       published=[Published("resnet-110", 6.43, kind="best_of", runs=5, mean=6.61, std=0.16)])
+    v = {("resnet-110", s): {"test_error": [30.0, x]} for s, x in enumerate(seeds)}
+    return summarize(suite, fake_jobs(suite), frame(suite, v))
+
+
+def test_five_seeds_reproduce_he2016_resnet110_and_two_are_inconclusive():
+    res = _resnet110([6.4, 6.5, 6.6, 6.7, 6.8])
+    best, mean = res.records  # best of 5, then the printed mean ± std
+    assert (best["published_kind"], mean["published_kind"]) == ("best_of", "mean_std")
+    assert mean["verdict"] == "reproduces" and mean["estimate"] == pytest.approx(6.6)
+    assert mean["low"] < 6.6 < mean["high"] and -0.5 < mean["diff_low"] < mean["diff_high"] < 0.5
+    assert best["verdict"] == "reproduces" and best["estimate"] == pytest.approx(6.4)  # 5 seeds: the best of them
+    assert best["statistic"] == "best of 5, from the 5 seeds"
+    res = _resnet110([6.4, 6.8])
+    best, mean = res.records
+    assert mean["verdict"] == "inconclusive" and mean["seeds_needed"] is not None and mean["seeds_needed"] > 2
+    assert best["verdict"] == "inconclusive" and "fitted normal" in best["statistic"]
+
+
+def test_a_quick_suite_is_plumbing_only(suite):
+    res = summarize(replace(suite, quick=True), fake_jobs(suite), values_for(suite))
+    assert {r["verdict"] for r in res.records} == {"plumbing"}
+    assert res.claims[0][1].verdict == "plumbing"

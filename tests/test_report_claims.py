@@ -71,7 +71,7 @@ class FakeLookup:
             raise ClaimPending(f"{label}: running")
         return self.values[label][(fn, metric)]
 
-    def final(self, label, metric):
+    def selected(self, label, metric):
         return self._get("final", label, metric)
 
     def best(self, label, metric):

@@ -56,7 +56,7 @@ source = "made up"
 [[claim]]
 name = "residual-helps"
 text = "resnet-8 ends below plain-8"
-expr = 'final("resnet-8") < final("plain-8")'
+expr = 'selected("resnet-8") < selected("plain-8")'
 """
 
 FINAL = {"plain-8": 12.2, "resnet-8": 10.3}  # test error at the last epoch, every seed
@@ -73,8 +73,10 @@ def fill(store, suite, final=FINAL, leave: tuple[str, int, str] | None = None) -
         curves = fake_curves(r.label, r.seed, 3)
         for e in range(3):
             m = {k: float(v[e]) for k, v in curves.items()}
-            if e == 2:
-                m["test_error"] = final[r.label]
+            m["images_per_second"] = 5000.0  # what bench plan prices seeds with
+            if e == 2:  # one value for every seed, or one per seed
+                v = final[r.label]
+                m["test_error"] = v[r.seed] if isinstance(v, (list, tuple)) else v
             store.record_epoch(r.job_id, e + 1, m)
         if leave and (r.label, r.seed) == leave[:2]:
             if leave[2] != "running":
@@ -115,6 +117,17 @@ def test_check_value_outside_tolerance(suite_file, db_url):
     res = run_check(suite_file, db_url, final={"plain-8": 12.2, "resnet-8": 11.5})
     assert res.exit_code == 1
     assert "resnet-8" in res.output and "+1.50" in res.output and "by 0.50" in res.output
+
+
+def test_check_inconclusive_exits_3_unless_allowed(suite_file, db_url):
+    # Seeds that spread: 2 seeds of a single-run value on synthetic data (no prior) cannot decide.
+    res = run_check(suite_file, db_url, final={"plain-8": [11.0, 14.0], "resnet-8": [9.0, 11.5]})
+    assert res.exit_code == 3, res.output
+    assert "resnet-8 (single)" in res.output and "inconclusive" in res.output
+    assert "claim residual-helps inconclusive" in res.output
+    res = CliRunner().invoke(main, ["check", str(suite_file), "--db", db_url, "--allow-inconclusive"])
+    assert res.exit_code == 0, res.output
+    assert "inconclusive" in res.output
 
 
 def test_check_failing_claim(suite_file, db_url):
@@ -174,7 +187,37 @@ def test_report_every_format_from_the_database(suite_file, db_url, tmp_path):
     rows = {r["label"]: r for r in doc["rows"]}
     assert rows["plain-8"]["state"] == "running" and rows["plain-8"]["mean"] is None
     assert rows["resnet-8"]["mean"] == pytest.approx(10.3) and rows["resnet-8"]["n"] == 2
-    assert rows["resnet-8"]["verdict"] == "ok"
+    assert rows["resnet-8"]["verdict"] == "reproduces"  # identical seeds: no spread, |diff| 0.3 < 1
+    assert [s["seed"] for s in rows["resnet-8"]["seeds"]] == [0, 1]
     md = (out / "tiny.md").read_text()
     assert "# Tiny &lt;suite&gt; \\| for tests" in md and "running" in md
     assert "shortcut=" in md  # the protocol note: the cells differ in shortcut
+
+
+def test_plan_counts_seeds_and_prices_them_from_finished_jobs(suite_file, db_url):
+    from benchmark.report.api import plan_suite
+
+    run_check(suite_file, db_url, final={"plain-8": [11.0, 14.0], "resnet-8": [9.0, 11.5]})
+    with store_mod.Store(db_url) as store:
+        rows = {r.label: r for r in plan_suite(store, suite_mod.load_suite(suite_file))}
+    r = rows["resnet-8"]
+    assert r.spread_source == "measured (n=2)" and r.verdict == "inconclusive" and r.seeds_done == 2
+    assert r.images_per_second == 5000.0 and r.speed_source.startswith("measured: 2 finished job(s)")
+    assert r.images_per_job == 3 * 2000  # 3 epochs of the synthetic set's 2,000 images
+    if r.seeds_needed is not None:
+        assert r.hours == pytest.approx(r.seeds_needed * 6000 / 5000 / 3600)
+    res = CliRunner().invoke(main, ["plan", str(suite_file), "--db", db_url])
+    assert res.exit_code == 0, res.output
+    assert "resnet-8" in res.output and "images/s: measured" in res.output
+
+
+def test_plan_without_results_uses_the_prior_and_the_named_table(tmp_path):
+    from benchmark.report.api import plan_suite
+
+    suite = suite_mod.load_suite(Path(__file__).resolve().parents[1] / "suites" / "he2016_table.toml")
+    with store_mod.Store(f"sqlite:///{tmp_path / 'empty.sqlite'}") as store:
+        rows = plan_suite(store, suite)
+    (mean_std,) = [r for r in rows if r.label == "resnet-110" and "mean±std" in r.published]
+    assert mean_std.spread_source == "prior (cifar10)" and mean_std.seeds_done == 0
+    assert mean_std.seeds_needed is not None and mean_std.seeds_needed >= 2
+    assert mean_std.speed_source.startswith("table") and mean_std.hours > 0

@@ -89,17 +89,28 @@ def test_html_escapes_and_is_self_contained(written):
 def test_csv_json_latex(written):
     out, _ = written
     rows = list(csv.DictReader(io.StringIO((out / "toy.csv").read_text())))
-    assert [r["label"] for r in rows] == [EVIL_LABEL, "resnet-20"]
-    assert rows[1]["state"] == "running" and rows[1]["mean"] == ""
+    cells = [r for r in rows if r["row"] == "cell"]
+    # best of 5 and, because the source prints it too, the mean ± std of 5: two rows for resnet-20
+    assert [(r["label"], r["published_kind"]) for r in cells] == \
+        [(EVIL_LABEL, "chart_reading"), ("resnet-20", "best_of"), ("resnet-20", "mean_std")]
+    assert cells[1]["state"] == "running" and cells[1]["mean"] == ""
+    # Per-seed rows under each cell: its 2 seeds, with values where the job is done.
+    seeds = [r for r in rows if r["row"] == "seed" and r["label"] == EVIL_LABEL]
+    assert [r["seed"] for r in seeds] == ["0", "1"] and all(float(r["value"]) > 0 for r in seeds)
+    assert cells[0]["verdict"] in ("reproduces", "differs", "inconclusive") and float(cells[0]["low"]) < float(cells[0]["high"])
+    assert [r["row"] for r in rows].count("claim") == 1
     doc = json.loads((out / "toy.json").read_text())
     assert doc["title"] == EVIL_TITLE and doc["select"] == "final"
     r0 = doc["rows"][0]
     assert r0["label"] == EVIL_LABEL and r0["state"] == "done" and r0["n"] == 2
-    assert isinstance(r0["mean"], float) and r0["published"] == 9.5 and r0["verdict"] in ("ok", "out")
+    assert isinstance(r0["mean"], float) and r0["published"] == 9.5
+    assert r0["verdict"] in ("reproduces", "differs", "inconclusive") and r0["low"] < r0["estimate"] < r0["high"]
+    assert sum(s["value"] for s in r0["seeds"]) / 2 == pytest.approx(r0["mean"])
     assert doc["rows"][1]["mean"] is None and doc["rows"][1]["verdict"] == "pending"
+    assert [s["state"] for s in doc["rows"][1]["seeds"]] == ["done", "running"]
     assert doc["claims"][0]["verdict"] == "pending"
     tex = (out / "toy.tex").read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}" in tex and "90" in tex
     assert r"res\textbar{}net\textless{}b\textgreater{}-20" in tex
     assert tex_escape("50% & $x_1$ #2 {a} ~^\\") == \
         r"50\% \& \$x\_1\$ \#2 \{a\} \textasciitilde{}\textasciicircum{}\textbackslash{}"

@@ -2,7 +2,7 @@
 
     results = build_tables(store, suites)          # one SuiteResults per suite
     write_reports(results, "reports", ["markdown", "html"])
-    check_suite(store, suite).exit_code            # 0 within tolerance and claims hold, else 1
+    check_suite(store, suite).exit_code()          # 0 reproduces / holds, 1 differs / fails / unfinished, 3 inconclusive
 
 Import-light on purpose: matplotlib is imported only when figures are drawn.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -251,8 +251,16 @@ def published_text(p: Published) -> str:
 ROW_FIELDS = (
     "suite", "label", "state", "state_text", "n", "n_expected", "metric", "select",
     "mean", "std", "best", "published", "published_kind", "published_runs", "published_text",
-    "approx", "diff", "tolerance", "verdict", "protocol", "source", "note",
+    "approx", "statistic", "estimate", "low", "high", "diff", "diff_low", "diff_high", "se", "df",
+    "tolerance", "p_equivalence", "p_difference", "verdict", "seeds_needed", "prior", "protocol",
+    "source", "note",
 )
+# low/high: the measured statistic's 95 % interval (a prediction interval for one-run kinds);
+# diff_low/diff_high: the 90 % CI of diff (reproduces iff inside ±tolerance, the margin). See stats.py.
+# verdict: reproduces | differs | inconclusive (seeds_needed: seeds for 80 % power) | pending
+# (jobs unfinished) | broken (failed or diverged jobs, or no value) | plumbing (a --quick run) | ""
+# (nothing published for the cell).
+VERDICTS = ("reproduces", "differs", "inconclusive", "pending", "broken", "plumbing")
 
 
 @dataclass
@@ -263,7 +271,7 @@ class SuiteResults:
     select: str
     jobs: pd.DataFrame  # expected jobs with state and job_id
     metrics: pd.DataFrame  # long form, this suite's jobs only
-    selected: pd.Series  # job_id -> epoch
+    selected_epoch: pd.Series  # job_id -> the epoch whose values are reported
     at_selected: pd.Series  # (job_id, name) -> value
     at_last: pd.Series  # (job_id, name) -> value
     best_over_epochs: pd.Series  # (job_id, name) -> min over epochs
@@ -275,9 +283,14 @@ class SuiteResults:
         # label -> [(job_id, state)] in job order, built once: every table row and claim asks for
         # a cell's jobs, and a pandas filter per ask cost more than the rest of summarize.
         self._jobs_of: dict[str, list[tuple[Any, str]]] = {}
+        self._seeds_of: dict[str, list[tuple[int, Any, str]]] = {}
         j = self.jobs
-        for label, job_id, state in zip(j["label"].tolist(), j["job_id"].tolist(), j["state"].tolist()):
+        for label, seed, job_id, state in zip(j["label"].tolist(), j["seed"].tolist(), j["job_id"].tolist(),
+                                              j["state"].tolist()):
             self._jobs_of.setdefault(label, []).append((job_id, state))
+            self._seeds_of.setdefault(label, []).append((seed, job_id, state))
+        self._values: dict[tuple[Any, str], float] | None = None
+        self._epochs: dict[Any, float] = {}
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -305,36 +318,51 @@ class SuiteResults:
         if states & {*UNFINISHED, "failed"}:
             raise ClaimPending(f"{label}: {text}")
 
-    # -- the claims' Lookup protocol ---------------------------------------------------------
-    def final(self, label: str, metric: str = "test_error") -> float:
+    # -- the claims' Lookup protocol: per-seed samples (claims test them, benchmark.report.claims) --
+    def selected(self, label: str, metric: str = "test_error") -> np.ndarray:
+        """Per-seed values at the suite's selected epoch."""
         self._require_finished(label)
-        v = self._seed_values(self.at_selected, label, metric)
-        return float(np.mean(v)) if len(v) else math.nan
+        return self._seed_values(self.at_selected, label, metric)
 
-    def best(self, label: str, metric: str = "test_error") -> float:
+    final = selected  # the old name, still read by claims stored before the rename
+
+    def best(self, label: str, metric: str = "test_error") -> np.ndarray:
         self._require_finished(label)
-        v = self._seed_values(self.best_over_epochs, label, metric)
-        return float(np.mean(v)) if len(v) else math.nan
+        return self._seed_values(self.best_over_epochs, label, metric)
 
     def std(self, label: str, metric: str = "test_error") -> float:
         self._require_finished(label)
         v = self._seed_values(self.at_selected, label, metric)
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 if len(v) == 1 else math.nan
 
-    def last(self, label: str, metric: str = "test_error") -> float:
+    def last(self, label: str, metric: str = "test_error") -> np.ndarray:
         self._require_finished(label)
-        v = self._seed_values(self.at_last, label, metric)
-        return float(np.mean(v)) if len(v) else math.nan
+        return self._seed_values(self.at_last, label, metric)
 
-    def epoch_reaching(self, label: str, metric: str, threshold: float) -> float:
+    def epoch_reaching(self, label: str, metric: str, threshold: float) -> np.ndarray:
         self._require_finished(label)
         ids = self.job_ids(label)
         if not ids:
-            return math.nan
+            return np.asarray([], dtype=float)
         m = self.metrics
         m = m[m["job_id"].isin(ids) & (m["name"] == metric) & (m["value"] <= threshold)]
         first = m.groupby("job_id")["epoch"].min()
-        return float(np.mean([first.get(i, math.inf) for i in ids]))
+        return np.asarray([first.get(i, math.inf) for i in ids], dtype=float)
+
+    # -- per-seed rows of the exports ------------------------------------------------------------
+    def seed_rows(self, label: str, metric: str) -> list[dict[str, Any]]:
+        """One dict per expected job of the cell: seed, job id, state, selected epoch, value."""
+        if self._values is None:  # built once: the exports ask for every cell's seeds
+            self._values = self.at_selected.to_dict()
+            self._epochs = self.selected_epoch.to_dict()
+        out = []
+        for seed, job_id, state in self._seeds_of.get(label, []):
+            known = job_id is not None and job_id == job_id  # NaN: never registered
+            value = self._values.get((job_id, metric)) if known and state in ("done", "diverged") else None
+            out.append({"seed": int(seed), "job_id": _nan_to_none(job_id) if known else None, "state": state,
+                        "epoch": _nan_to_none(self._epochs.get(job_id)) if known else None,
+                        "value": _nan_to_none(value)})
+        return out
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -366,7 +394,7 @@ def summarize(
         select=select,
         jobs=exp,
         metrics=m,
-        selected=selected,
+        selected_epoch=selected,
         at_selected=values_at(m, selected),
         at_last=values_at(m, last),
         best_over_epochs=(m.groupby(["job_id", "name"])["value"].min() if not m.empty else pd.Series(dtype=float)),
@@ -374,8 +402,9 @@ def summarize(
     for label, g in exp.groupby("label", sort=False):
         res.cells[label] = cell_state(g["state"])
     notes = protocol_notes(suite)
+    dataset = {j.label: j.spec.data.dataset for j in suite.jobs}
     published: dict[str, list[Published]] = {}
-    for p in suite.published:
+    for p in _with_printed_means(suite.published):
         published.setdefault(p.label, []).append(p)
 
     rows = []
@@ -406,14 +435,48 @@ def summarize(
                     row["best"] = float(np.min(v))
                 if p is not None:
                     if row["mean"] is None:
-                        row["verdict"] = "out"
+                        row["verdict"] = "broken"
                         row["note"] = f"no {metric} recorded at the selected epoch; " + (row["note"] or "")
                     else:
-                        row["diff"] = row["mean"] - p.value
-                        row["verdict"] = "ok" if abs(row["diff"]) <= row["tolerance"] + 1e-9 else "out"
+                        _add_comparison(row, p, v, dataset.get(label), plumbing=suite.quick)
             elif p is not None:
-                row["verdict"] = "pending" if state in UNFINISHED else "out"
+                row["verdict"] = "pending" if state in UNFINISHED else "broken"
             rows.append({k: _nan_to_none(v) for k, v in row.items()})
     res.records = rows
     res.claims = [(c, evaluate_claim(c.expr, res)) for c in suite.claims]
+    if suite.quick:  # a few iterations on a subset: the numbers test the plumbing, never the paper
+        for _, cr in res.claims:
+            if cr.verdict != "pending":
+                cr.verdict, cr.reason = "plumbing", "quick run: plumbing only, not a test of the claim"
     return res
+
+
+def _with_printed_means(published: Iterable[Published]) -> list[Published]:
+    """The suite's published values, plus a mean_std value after each best_of / median_of whose
+    source also prints mean ± std (He 2016's "6.43 (6.61±0.16)"): both comparisons are shown."""
+    out = []
+    for p in published:
+        out.append(p)
+        if p.kind in ("best_of", "median_of") and p.mean is not None and p.std is not None:
+            out.append(replace(p, kind="mean_std", value=p.mean, mean=None,
+                               note=f"the mean ± std printed beside the {KIND_TEXT[p.kind].format(runs=p.runs or 'N')}"))
+    return out
+
+
+def _add_comparison(row: dict[str, Any], p: Published, values: np.ndarray, dataset: str | None,
+                    plumbing: bool) -> None:
+    """Fill the statistics columns of a row from the per-seed ``values`` (benchmark.report.stats)."""
+    # Imported here: every suite parse imports this package (claims are validated), scipy only a report.
+    from benchmark.report.stats import Target, compare
+
+    target = Target(p.kind, p.value, p.runs, p.std, p.reading_uncertainty)
+    c = compare(target, values, row["tolerance"], dataset)
+    row.update(
+        statistic=c.statistic, estimate=c.estimate, low=c.low, high=c.high, diff=c.diff, diff_low=c.diff_low,
+        diff_high=c.diff_high, se=c.se, df=c.df, p_equivalence=c.p_equivalence, p_difference=c.p_difference,
+        verdict=c.verdict, seeds_needed=c.seeds_needed, prior=c.prior,
+    )
+    if c.note:
+        row["note"] = "; ".join(x for x in (row["note"], c.note) if x)
+    if plumbing:
+        row["verdict"], row["seeds_needed"] = "plumbing", None

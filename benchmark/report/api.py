@@ -131,20 +131,40 @@ def write_reports(
 # bench check
 
 
+EXIT_OK, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3  # 2 is a usage error (benchmark.cli)
+
+
 @dataclass
 class CheckResult:
     suite: str
-    problems: list[str] = field(default_factory=list)  # each says what is out and by how much
+    problems: list[str] = field(default_factory=list)  # differs, fails, unfinished, broken: each says by how much
+    undecided: list[str] = field(default_factory=list)  # inconclusive (with the seeds that would decide), plumbing
     passed: list[str] = field(default_factory=list)
     compared: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.undecided
 
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
+    def exit_code(self, allow_inconclusive: bool = False) -> int:
+        """0: everything reproduces / holds; 1: something differs, fails, is unfinished or broken;
+        3: nothing of that, but something is inconclusive (0 with ``allow_inconclusive``)."""
+        if self.problems:
+            return EXIT_FAIL
+        if self.undecided and not allow_inconclusive:
+            return EXIT_INCONCLUSIVE
+        return EXIT_OK
+
+
+def _row_name(r: dict[str, Any]) -> str:
+    name = r["label"] if r["metric"] == "test_error" else f"{r['label']} [{r['metric']}]"
+    return f"{name} ({r['published_kind']})"
+
+
+def _ci(r: dict[str, Any]) -> str:
+    if r["diff_low"] is None:
+        return ""
+    return f" [90 % CI {r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
 
 
 def check_results(res: SuiteResults) -> CheckResult:
@@ -162,24 +182,40 @@ def check_results(res: SuiteResults) -> CheckResult:
         if r["published"] is None:
             continue
         out.compared += 1
-        name = r["label"] if r["metric"] == "test_error" else f"{r['label']} [{r['metric']}]"
-        if r["verdict"] == "ok":
-            out.passed.append(f"{name}: {r['mean']:.2f} vs {r['published_text']}: {r['diff']:+.2f} "
+        name = _row_name(r)
+        verdict = r["verdict"]
+        if verdict == "reproduces":
+            out.passed.append(f"{name}: {r['estimate']:.2f} vs {r['published_text']}: {r['diff']:+.2f}{_ci(r)} "
                               f"within ±{r['tolerance']:g}")
-        elif r["verdict"] == "out" and r["diff"] is not None:
+        elif verdict == "differs":
             out.problems.append(
-                f"{name}: measured {r['mean']:.2f} (n={r['n']}) vs published {r['published_text']}: "
-                f"{r['diff']:+.2f}, outside ±{r['tolerance']:g} by {abs(r['diff']) - r['tolerance']:.2f}"
+                f"{name}: measured {r['estimate']:.2f} (n={r['n']}) vs published {r['published_text']}: "
+                f"{r['diff']:+.2f}{_ci(r)}, differs beyond ±{r['tolerance']:g} by {abs(r['diff']) - r['tolerance']:.2f}"
             )
-        elif r["verdict"] == "out" and r["state"] == "done":
+        elif verdict == "inconclusive":
+            need = f"~{r['seeds_needed']} seeds would decide it" if r["seeds_needed"] else "no seed count decides it"
+            out.undecided.append(
+                f"{name}: measured {r['estimate']:.2f} (n={r['n']}) vs {r['published_text']}: {r['diff']:+.2f}{_ci(r)} "
+                f"at margin ±{r['tolerance']:g}: inconclusive; {need}"
+                + (f" ({r['note']})" if r["prior"] or r["n"] < 2 else "")
+            )
+        elif verdict == "plumbing":
+            out.undecided.append(f"{name}: quick run, plumbing only: not compared")
+        elif verdict == "broken" and r["state"] == "done":
             out.problems.append(f"{name}: {r['note'] or 'no value'}")
     for claim, cr in res.claims:
         out.compared += 1
         nums = "; ".join(f"{k} = {v:.4g}" for k, v in cr.numbers.items())
+        tests = "; ".join(f"{t.text}: diff {t.diff:+.3g} [90 % CI {t.low:+.3g}, {t.high:+.3g}] {t.verdict}"
+                          for t in cr.tests)
         if cr.verdict == "holds":
-            out.passed.append(f"claim {claim.name} holds ({nums})")
+            out.passed.append(f"claim {claim.name} holds ({tests or nums})")
         elif cr.verdict == "fails":
-            out.problems.append(f"claim {claim.name} fails: {claim.expr} ({nums})")
+            out.problems.append(f"claim {claim.name} fails: {claim.expr} ({cr.reason or tests or nums})")
+        elif cr.verdict == "inconclusive":
+            out.undecided.append(f"claim {claim.name} inconclusive: {claim.expr} ({tests or nums})")
+        elif cr.verdict == "plumbing":
+            out.undecided.append(f"claim {claim.name}: quick run, plumbing only: not tested")
         else:
             out.problems.append(f"claim {claim.name} pending: {cr.reason}")
     return out
@@ -188,3 +224,13 @@ def check_results(res: SuiteResults) -> CheckResult:
 def check_suite(store: Any, suite: Suite, select: str | None = None) -> CheckResult:
     """Compare a suite's results with its published values and claims (bench check)."""
     return check_results(build_tables(store, [suite], select)[0])
+
+
+def plan_suite(store: Any, suite: Suite) -> list[Any]:
+    """bench plan: seeds needed per compared cell and their compute (benchmark.report.plan)."""
+    from benchmark.report.plan import plan_rows
+
+    (res,) = build_tables(store, [suite])
+    jobs = store.jobs_frame(None)
+    speed = store.metrics_frame(names=["images_per_second"]) if not jobs.empty else None
+    return plan_rows(res, jobs, speed)

@@ -1,8 +1,11 @@
 """``bench report`` and ``bench check``: thin click commands over benchmark.report.api.
 
-Exit codes of ``bench check``: 0 all compared values within tolerance and all claims hold;
-1 something is out, failed, diverged or unfinished (printed, with by how much); 2 usage error
-(bad suite, bad database, bad option): `bench` turns every UserError into a message, never a traceback.
+Exit codes of ``bench check``:
+  0  every published value reproduces and every claim holds;
+  1  something differs, a claim fails, a job is unfinished, failed or diverged (printed, with by how much);
+  2  usage error (bad suite, bad database, bad option): `bench` turns every UserError into a message;
+  3  nothing of 1, but some value or claim is inconclusive (printed with the seeds that would decide
+     it), or the suite is a --quick run (plumbing only). ``--allow-inconclusive`` turns 3 into 0.
 """
 from __future__ import annotations
 
@@ -58,8 +61,11 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
 @click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list what passed.")
-def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None:
-    """Exit 0 if SUITE's numbers are within tolerance and its claims hold, else 1 (2: usage error)."""
+@click.option("--allow-inconclusive", is_flag=True,
+              help="Exit 0 instead of 3 when nothing differs or fails but something is inconclusive.")
+def check(suite: str, db: str | None, select: str | None, verbose: bool, allow_inconclusive: bool) -> None:
+    """Exit 0 if SUITE reproduces and its claims hold; 1 if something differs, fails or is unfinished;
+    3 if the rest is inconclusive (2: usage error)."""
     from benchmark.report.api import check_suite, resolve_suites
 
     store = Store(db, create=False)  # a report never creates a database
@@ -70,9 +76,47 @@ def check(suite: str, db: str | None, select: str | None, verbose: bool) -> None
             click.echo(f"  ok   {line}")
     for line in result.problems:
         click.echo(f"  OUT  {line}")
+    for line in result.undecided:
+        click.echo(f"  ?    {line}")
     if result.ok:
-        click.echo(f"{result.suite}: OK, {result.compared} values and claims within tolerance")
+        click.echo(f"{result.suite}: OK, {result.compared} values and claims reproduce / hold")
     else:
-        click.echo(f"{result.suite}: {len(result.problems)} problem(s), "
+        click.echo(f"{result.suite}: {len(result.problems)} problem(s), {len(result.undecided)} inconclusive, "
                    f"{len(result.passed)} of {result.compared} compared values and claims passed")
-    sys.exit(result.exit_code)
+    sys.exit(result.exit_code(allow_inconclusive))
+
+
+@click.command()
+@click.argument("suite")
+@click.option("--db", default=None, help=URL_HELP)
+def plan(suite: str, db: str | None) -> None:
+    """Seeds each cell of SUITE needs to be decided (80 % power at the suite's margin) and their compute.
+
+    From the spread and difference measured in the database where a cell has results, else from
+    the dataset's prior spread, assuming the paper is right; compute from the images/s of finished
+    jobs of the same model, else from a named table of measured figures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.report.api import plan_suite, resolve_suites
+
+    store = Store(db)
+    (parsed,) = resolve_suites(store, [suite])
+    rows = plan_suite(store, parsed)
+    table = Table(title=f"{parsed.name}: seeds to decide each verdict (80 % power, α = 0.05)")
+    for h in ("cell", "published", "spread (pp)", "verdict now", "seeds done / in suite", "seeds needed",
+              "images/s", "hours for those seeds"):
+        table.add_column(h, overflow="fold")
+    sources: dict[str, None] = {}
+    for r in rows:
+        need = "exact" if r.verdict == "exact" else str(r.seeds_needed) if r.seeds_needed else "> 100 / none"
+        table.add_row(r.label, r.published, f"{r.spread:.2f} {r.spread_source}" if r.spread == r.spread else r.spread_source,
+                      r.verdict, f"{r.seeds_done} / {r.seeds_in_suite}", need, f"{r.images_per_second:.0f}",
+                      f"{r.hours:.1f}" if r.hours == r.hours else "")
+        sources.setdefault(r.speed_source, None)
+    Console(width=200).print(table)
+    total = sum(r.hours for r in rows if r.hours == r.hours)
+    click.echo(f"total: {total:.1f} device-hours for the seeds needed (cells compared more than once counted once per "
+               "comparison)")
+    for s in sources:
+        click.echo(f"images/s: {s}")

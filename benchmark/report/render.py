@@ -15,15 +15,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.escaping import spreadsheet_safe
-from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
+from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
 from benchmark.report.provenance import code_versions, header_lines
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
 
-TABLE_HEADER = ("cell", "measured (mean ± std, n)", "best", "published", "diff", "tol", "verdict", "protocol")
-VERDICT_MARK = {"ok": "✓ ok", "out": "✗ out", "pending": "… pending", "": "—"}
-CLAIM_MARK = {"holds": "✓ holds", "fails": "✗ fails", "pending": "… pending"}
+TABLE_HEADER = ("cell", "seeds (mean ± std, n)", "compared", "measured [95 % interval]", "published",
+                "diff [90 % CI]", "margin", "verdict", "protocol")
+VERDICT_MARK = {"reproduces": "✓ reproduces", "differs": "✗ differs", "inconclusive": "? inconclusive",
+                "pending": "… pending", "broken": "✗ broken", "plumbing": "plumbing only (quick run)", "": "—"}
+CLAIM_MARK = {"holds": "✓ holds", "fails": "✗ fails", "inconclusive": "? inconclusive", "pending": "… pending",
+              "plumbing": "plumbing only (quick run)"}
+VERDICT_RULES = (
+    "Verdicts (α = 0.05): reproduces = the 90 % CI of diff lies inside ±margin (two one-sided tests); "
+    "differs = diff is significant (95 %) and beyond the margin; inconclusive = neither, with the seeds "
+    "that would decide it at 80 % power. Each published kind is compared with the matching statistic "
+    "of the seeds (see README, \"How to read a verdict\")."
+)
 
 
 @dataclass
@@ -64,19 +73,51 @@ def measured_text(row: dict[str, Any], pm: str = "±") -> str:
     return f"{_num(row['mean'])}{std} (n={row['n']})"
 
 
+def interval_text(v: Any, low: Any, high: Any, sign: bool = False) -> str:
+    """e.g. "6.60 [6.40, 6.80]"; the bracket is left out when there is no interval."""
+    if v is None:
+        return ""
+    if low is None or high is None:
+        return _num(v, sign=sign)
+    return f"{_num(v, sign=sign)} [{_num(low, sign=sign)}, {_num(high, sign=sign)}]"
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    text = VERDICT_MARK.get(row["verdict"] or "", row["verdict"])
+    if row["verdict"] == "inconclusive":
+        need = row["seeds_needed"]
+        text += f": ~{need} seeds decide it" if need else ": no seed count decides it (see note)"
+    if row["prior"] and row["verdict"] != "plumbing":
+        text += " (prior spread)"
+    return text
+
+
 def row_cells(row: dict[str, Any], pm: str = "±") -> list[str]:
     label = row["label"] if row["metric"] == "test_error" else f"{row['label']} [{row['metric']}]"
-    best = _num(row["best"]) if row["state"] == "done" and (row["n"] or 0) > 1 else ""
     return [
         label,
         measured_text(row, pm),
-        best,
+        row["statistic"] or "",
+        interval_text(row["estimate"], row["low"], row["high"]),
         row["published_text"] or "",
-        _num(row["diff"], sign=True) if row["diff"] is not None else "",
-        _num(row["tolerance"]) if row["tolerance"] is not None else "",
-        VERDICT_MARK.get(row["verdict"] or "", row["verdict"]),
+        interval_text(row["diff"], row["diff_low"], row["diff_high"], sign=True),
+        f"±{_num(row['tolerance'])}" if row["tolerance"] is not None else "",
+        verdict_text(row),
         row["protocol"] or "",
     ]
+
+
+def claim_tests_text(result: Any) -> str:
+    """Each comparison's difference (left - right) with its 90 % CI, e.g. "+1.20 [+0.40, +2.00]"."""
+    parts = []
+    for t in result.tests:
+        low, high = (t.low, t.high) if math.isfinite(t.low) and math.isfinite(t.high) and t.low != t.high else (None, None)
+        parts.append(f"{t.text}: {interval_text(t.diff, low, high, sign=True)} {t.verdict}"
+                     + (f" ({t.note})" if t.note else ""))
+    return "; ".join(parts)
+
+
+CLAIM_HEADER = ("claim", "statement", "verdict", "difference [90 % CI]", "numbers (seed means)")
 
 
 def _numbers_text(numbers: dict[str, float], reason: str = "") -> str:
@@ -120,8 +161,8 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
     parts = [f"# {md_escape(s.title or s.name)}", ""]
     meta = [("suite", s.name), ("source", s.source), ("protocol", s.protocol)]
     parts += [f"- **{k}**: {md_escape(v)}" for k, v in meta if v]
-    parts += [f"- **tolerance**: ±{s.tolerance:g} (unless a published value sets its own)",
-              f"- **{md_escape(_select_line(res))}**"]
+    parts += [f"- **margin** (tolerance): ±{s.tolerance:g} (unless a published value sets its own)",
+              f"- **{md_escape(_select_line(res))}**", f"- {md_escape(VERDICT_RULES)}"]
     parts += [f"- **{k}**: {md_escape(v)}" for k, v in header_lines(res)] + [""]
     if s.description:
         parts += [md_escape(s.description), ""]
@@ -131,8 +172,9 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
         parts += ["Sources:", ""] + [f"- {md_escape(x)}" for x in srcs] + [""]
     if res.claims:
         parts += ["## Claims", ""]
-        rows = [[c.name, c.text, CLAIM_MARK[r.verdict], _numbers_text(r.numbers, r.reason)] for c, r in res.claims]
-        parts += [_md_table(("claim", "statement", "verdict", "numbers"), rows), ""]
+        rows = [[c.name, c.text, CLAIM_MARK[r.verdict], claim_tests_text(r), _numbers_text(r.numbers, r.reason)]
+                for c, r in res.claims]
+        parts += [_md_table(CLAIM_HEADER, rows), ""]
     if figures:
         parts += ["## Curves", ""]
         for f in figures:
@@ -150,8 +192,8 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.ok td.verdict,td.holds{color:#070} tr.out td.verdict,td.fails{color:#b00}
-tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
+tr.reproduces td.verdict,td.holds{color:#070} tr.differs td.verdict,tr.broken td.verdict,td.fails{color:#b00}
+tr.inconclusive td.verdict,td.inconclusive,tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
 img{max-width:100%;border:1px solid #eee}
 """
 
@@ -168,20 +210,20 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
     for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
         if v:
             out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
-    out += [f"<li><b>tolerance</b>: ±{s.tolerance:g} (unless a published value sets its own)</li>",
-            f"<li><b>{_h(_select_line(res))}</b></li>"]
+    out += [f"<li><b>margin</b> (tolerance): ±{s.tolerance:g} (unless a published value sets its own)</li>",
+            f"<li><b>{_h(_select_line(res))}</b></li>", f"<li>{_h(VERDICT_RULES)}</li>"]
     out += [f"<li><b>{_h(k)}</b>: {_h(v)}</li>" for k, v in header_lines(res)] + ["</ul>"]
     if s.description:
         out.append(f"<p>{_h(s.description)}</p>")
     out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
     out += [f"<th>{_h(h)}</th>" for h in TABLE_HEADER] + ["</tr></thead><tbody>"]
-    numeric = {1, 2, 4, 5}
+    numeric = {1, 3, 5, 6}
     for r in res.records:
         cells = row_cells(r)
         tds = []
         for i, c in enumerate(cells):
-            cls = "num" if i in numeric else "verdict" if i == 6 else "proto" if i == 7 else ""
-            title_attr = f' title="{_h(r["source"])}"' if i == 3 and r["source"] else ""
+            cls = "num" if i in numeric else "verdict" if i == 7 else "proto" if i == 8 else ""
+            title_attr = f' title="{_h(r["source"])}"' if i == 4 and r["source"] else ""
             tds.append(f'<td class="{cls}"{title_attr}>{_h(c)}</td>')
         out.append(f'<tr class="{_h(r["verdict"] or r["state"])}">' + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
@@ -189,11 +231,12 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
     if srcs:
         out += ["<p>Sources:</p><ul>"] + [f"<li>{_h(x)}</li>" for x in srcs] + ["</ul>"]
     if res.claims:
-        out += ['<h2>Claims</h2>', '<table id="claims"><thead><tr><th>claim</th><th>statement</th>'
-                "<th>verdict</th><th>numbers</th></tr></thead><tbody>"]
+        out += ['<h2>Claims</h2>', '<table id="claims"><thead><tr>']
+        out += [f"<th>{_h(h)}</th>" for h in CLAIM_HEADER] + ["</tr></thead><tbody>"]
         for c, r in res.claims:
             out.append(f"<tr><td>{_h(c.name)}</td><td>{_h(c.text)}<br><code>{_h(c.expr)}</code></td>"
                        f'<td class="{r.verdict}">{_h(CLAIM_MARK[r.verdict])}</td>'
+                       f"<td>{_h(claim_tests_text(r))}</td>"
                        f"<td>{_h(_numbers_text(r.numbers, r.reason))}</td></tr>")
         out.append("</tbody></table>")
     if figures:
@@ -210,8 +253,29 @@ def render_html(res: SuiteResults, figures: list[Figure]) -> str:
 # csv, json: machine-readable, the table's fields
 
 
+SEED_FIELDS = ("seed", "job_id", "epoch", "value")
+
+
 def render_csv(res: SuiteResults) -> str:
-    return spreadsheet_safe(res.rows).to_csv(index=False)
+    """One row per compared cell (row = "cell"), followed by one row per seed of that cell
+    (row = "seed": seed, job_id, epoch, value), so anyone can redo the statistics; then one row per
+    comparison of each claim (row = "claim": label = the claim's name, note = the comparison)."""
+    import pandas as pd
+
+    out = []
+    for r in res.records:
+        out.append({"row": "cell", **r})
+        for sr in res.seed_rows(r["label"], r["metric"]):
+            out.append({"row": "seed", "suite": r["suite"], "label": r["label"], "metric": r["metric"],
+                        "select": r["select"], "state": sr["state"], **{k: sr[k] for k in SEED_FIELDS}})
+    for c, cr in res.claims:
+        for t in cr.tests or [None]:
+            out.append({"row": "claim", "suite": res.suite.name, "label": c.name, "verdict": cr.verdict,
+                        "note": t.text if t else cr.reason, "diff": t.diff if t else None,
+                        "diff_low": t.low if t else None, "diff_high": t.high if t else None,
+                        "df": t.df if t else None, "statistic": t.verdict if t else None})
+    columns = ["row", *ROW_FIELDS, *SEED_FIELDS]
+    return spreadsheet_safe(pd.DataFrame(out, columns=columns, dtype=object)).to_csv(index=False)
 
 
 def _clean(v: Any) -> Any:
@@ -226,10 +290,14 @@ def render_json(res: SuiteResults) -> str:
         "suite": s.name, "title": s.title, "source": s.source, "protocol": s.protocol,
         "tolerance": s.tolerance, "select": res.select,
         "code_versions": code_versions(res.jobs), "notices": list(s.notices),
-        "rows": [{k: _clean(v) for k, v in r.items()} for r in res.records],
+        "rows": [{**{k: _clean(v) for k, v in r.items()}, "seeds": res.seed_rows(r["label"], r["metric"])}
+                 for r in res.records],
         "claims": [
             {"name": c.name, "text": c.text, "expr": c.expr, "source": c.source, "verdict": r.verdict,
-             "numbers": {k: _clean(v) for k, v in r.numbers.items()}, "reason": r.reason}
+             "numbers": {k: _clean(v) for k, v in r.numbers.items()}, "reason": r.reason,
+             "tests": [{"comparison": t.text, "diff": _clean(t.diff), "diff_low": _clean(t.low),
+                        "diff_high": _clean(t.high), "df": _clean(t.df), "verdict": t.verdict, "note": t.note}
+                       for t in r.tests]}
             for c, r in res.claims
         ],
     }
@@ -247,26 +315,31 @@ _TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX))
 
 def tex_escape(text: Any) -> str:
     s = _TEX_RE.sub(lambda m: _TEX[m.group()], " ".join(str(text).split()))
-    return s.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("✓", "").replace("✗", "").replace("…", "")
+    return s.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("✓", "").replace("✗", "").replace("…", "").replace(
+        "≥", r"$\geq$").replace("α", r"$\alpha$")
 
 
 def render_latex(res: SuiteResults) -> str:
     s = res.suite
-    head = ["cell", "measured", "best", "published", "diff", "tol", "verdict"]
+    head = ["cell", "seeds", "compared", r"measured [95\,\% interval]", "published", r"diff [90\,\% CI]",
+            "margin", "verdict"]
     lines = [
         f"% {tex_escape(s.title or s.name)} -- generated by bench report; needs \\usepackage{{booktabs}}",
         f"% {tex_escape(_select_line(res))}",
-        r"\begin{tabular}{lrrlrrl}", r"\toprule",
+        f"% {tex_escape(VERDICT_RULES)}",
+        r"\begin{tabular}{lrlrlrrl}", r"\toprule",
         " & ".join(head) + r" \\", r"\midrule",
     ]
     for r in res.records:
-        cells = row_cells(r)[:7]
+        cells = row_cells(r)[:8]
         lines.append(" & ".join(tex_escape(c).strip() for c in cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if res.claims:
-        lines += ["", r"\begin{tabular}{lll}", r"\toprule", r"claim & verdict & numbers \\", r"\midrule"]
+        lines += ["", r"\begin{tabular}{llll}", r"\toprule",
+                  r"claim & verdict & difference [90\,\% CI] & numbers \\", r"\midrule"]
         for c, r in res.claims:
-            lines.append(f"{tex_escape(c.name)} & {r.verdict} & {tex_escape(_numbers_text(r.numbers, r.reason))} \\\\")
+            lines.append(f"{tex_escape(c.name)} & {r.verdict} & {tex_escape(claim_tests_text(r))} & "
+                         f"{tex_escape(_numbers_text(r.numbers, r.reason))} \\\\")
         lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
