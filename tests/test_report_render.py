@@ -51,8 +51,7 @@ def test_every_format_is_written(written):
     out, paths = written
     names = {p.relative_to(out).as_posix() for p in paths}
     assert {"toy.md", "toy.html", "toy.csv", "toy.tex", "toy.json"} <= names
-    assert {"figures/toy-errors.png", "figures/toy-errors.svg", "figures/toy-scales.png",
-            "figures/toy-scales.svg"} <= names
+    assert {f"figures/toy-{name}.{ext}" for name in ("errors", "table", "scales") for ext in ("png", "svg", "pdf")} <= names
     for p in paths:
         assert p.stat().st_size > 0
     assert (out / "figures/toy-errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -134,6 +133,6 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
     assert m, f"no probe output in the DOM Chromium dumped:\n{dom[:2000]}"
     seen = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
     assert seen["tables"] == 2 and seen["rows"] == 2
-    assert seen["imgs"] == 2 and seen["decoded"] == 2
+    assert seen["imgs"] == 3 and seen["decoded"] == 3  # error curves, the table as a figure, α / τ
     assert seen["scripts"] == 1  # only the probe: the suite's "<script>" title stayed text
     assert seen["title"] == EVIL_TITLE

@@ -27,9 +27,17 @@ from benchmark.store import URL_HELP, Store
 @click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="Draw error curves.")
+@click.option("--band", type=click.Choice(["std", "range"]), default="std", show_default=True,
+              help="Band around the mean over seeds: ±1 std, or min–max.")
+@click.option("--seed-lines", is_flag=True, help="Also draw one thin line per seed.")
+@click.option("--dpi", type=click.IntRange(50, 1200), default=200, show_default=True,
+              help="PNG resolution (SVG and PDF are vector).")
 def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], out_dir: str,
-           select: str | None, figures: bool) -> None:
-    """Tables, claims and curves for SUITE (a .toml file or a registered name; default: all)."""
+           select: str | None, figures: bool, band: str, seed_lines: bool, dpi: int) -> None:
+    """Tables, claims and curves for SUITE (a .toml file or a registered name; default: all).
+
+    Figures (OUT/figures/, PNG + SVG + PDF at print size): error curves per family with the seed
+    spread, error against depth with 95 % t-intervals and the published values, α / τ trajectories."""
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
     t0 = time.perf_counter()
@@ -38,7 +46,12 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     if not parsed:
         raise ReportError("no suites in the database; register one with `bench run SUITE` or name a suite file")
     results = build_tables(store, parsed, select)
-    written = write_reports(results, out_dir, formats, figures=figures)
+    style = None
+    if figures:
+        from benchmark.report.style import FigureStyle  # matplotlib: only when drawing
+
+        style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi)
+    written = write_reports(results, out_dir, formats, figures=figures, style=style)
     for res in results:
         n_done = int((res.jobs["state"] == "done").sum())
         click.echo(f"{res.suite.name}: {n_done}/{len(res.jobs)} jobs done, {len(res.rows)} rows, "

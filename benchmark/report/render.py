@@ -34,6 +34,7 @@ class Figure:
     png: Path
     svg: Path
     png_bytes: bytes
+    pdf: Path | None = None  # for a paper (style.FigureStyle.vector)
 
 
 def safe_stem(name: str) -> str:

@@ -70,11 +70,12 @@ def fake_curves(label: str, seed: int, epochs: int, with_alpha: bool = False) ->
     return out
 
 
-def fake_metrics(suite: Suite, with_alpha: bool = False) -> pd.DataFrame:
-    """Long-form metrics for every job of ``suite`` (job_id = job key)."""
+def fake_metrics(suite: Suite, with_alpha: bool = False, epochs: int | None = None) -> pd.DataFrame:
+    """Long-form metrics for every job of ``suite`` (job_id = job key): ``epochs`` epochs each,
+    default the schedule's length (which, for an iteration-scheduled suite, is far too many)."""
     frames = []
     for j in suite.jobs:
-        n = j.spec.schedule.length
+        n = epochs or j.spec.schedule.length
         for name, v in fake_curves(j.label, j.seed, n, with_alpha).items():
             frames.append(pd.DataFrame({"job_id": j.key, "suite": suite.name, "key": j.key, "label": j.label,
                                         "seed": j.seed, "epoch": np.arange(1, n + 1), "name": name, "value": v}))
