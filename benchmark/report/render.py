@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.report.aggregate import SELECT_TEXT, SuiteResults
+from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
@@ -116,7 +117,9 @@ def _md_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str
 
 def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> str:
     s = res.suite
-    parts = [f"# {md_escape(s.title or s.name)}", ""]
+    parts = [f"# {md_escape(report_title(s))}", ""]
+    if is_plumbing(s):
+        parts += [f"> **{md_escape(plumbing_note(s))}**", ""]
     meta = [("suite", s.name), ("source", s.source), ("protocol", s.protocol)]
     parts += [f"- **{k}**: {md_escape(v)}" for k, v in meta if v]
     parts += [f"- **tolerance**: ±{s.tolerance:g} (unless a published value sets its own)",
@@ -150,6 +153,7 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.ok td.verdict,td.holds{color:#070} tr.out td.verdict,td.fails{color:#b00}
 tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
+.plumbing{background:#fff3cd;border-left:4px solid #a60;padding:.5em 1em}
 img{max-width:100%;border:1px solid #eee}
 """
 
@@ -160,9 +164,12 @@ def _h(text: Any) -> str:
 
 def render_html(res: SuiteResults, figures: list[Figure]) -> str:
     s = res.suite
-    title = s.title or s.name
+    title = report_title(s)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>", "<ul>"]
+           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>"]
+    if is_plumbing(s):
+        out.append(f'<p class="plumbing"><strong>{_h(plumbing_note(s))}</strong></p>')
+    out.append("<ul>")
     for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
         if v:
             out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
