@@ -2,6 +2,7 @@
 round trips, read back through MLflow's own client and TensorBoard's own event reader."""
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmark.cli import main
-from benchmark.report.export import LONG_COLUMNS, code_version, flat_config, tensorboard_run_dir, job_runs
+from benchmark.report.export import LONG_COLUMNS, code_version, flat_config, job_runs, tensorboard_run_dir
 from benchmark.report.synthetic import fake_curves, make_suite
 from benchmark.store import Store
 
@@ -66,14 +67,8 @@ def test_csv_and_json_keep_long_rows_and_gain_config_and_environment(filled, db_
     assert set(frame[frame.label == "resnet-20"]["state"]) == {"done", "running"}
     docs = json.loads(bench("export", "--db", db_url, "--format", "json").output)
     assert len(docs) == len(frame) and docs[0]["config.model.depth"] == 20
-    wide = pd.read_csv(io_text(bench("export", "--db", db_url, "--format", "csv", "--wide").output))
+    wide = pd.read_csv(io.StringIO(bench("export", "--db", db_url, "--format", "csv", "--wide").output))
     assert len(wide) == 4 * EPOCHS - 1
-
-
-def io_text(text: str):
-    import io
-
-    return io.StringIO(text)
 
 
 def test_parquet_one_row_per_job_and_epoch(filled, db_url, tmp_path):

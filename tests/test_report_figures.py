@@ -15,7 +15,7 @@ from matplotlib.colors import to_hex
 from benchmark.config import ScheduleConfig
 from benchmark.report.aggregate import summarize
 from benchmark.report.curves import cell_curves, draw_errors, draw_scales, suite_figures
-from benchmark.report.style import OKABE_ITO, FigureStyle
+from benchmark.report.style import OKABE_ITO, VECTOR_FORMATS, FigureStyle
 from benchmark.report.synthetic import fake_jobs, fake_metrics, make_suite
 from benchmark.report.table_figure import draw_table, t_interval, varied_axis
 from benchmark.suite_types import Published
@@ -160,7 +160,7 @@ def test_dollar_labels_print_as_typed(tmp_path):
     suite = replace(suite, jobs=tuple(replace(j, label=a if j.seed == 0 else b) for j in suite.jobs),
                     published=(Published(a, 9.0),))
     res = summarize(suite, fake_jobs(suite), fake_metrics(suite, with_alpha=True))
-    figs = suite_figures(res, tmp_path, FigureStyle(dpi=60))
+    figs = suite_figures(res, tmp_path, FigureStyle(dpi=60, vector=VECTOR_FORMATS))
     assert [f.name for f in figs] == ["errors", "table", "scales"]
     for f in figs:
         svg = f.svg.read_text()
@@ -169,7 +169,7 @@ def test_dollar_labels_print_as_typed(tmp_path):
 
 
 def test_vector_and_print_size_files(tmp_path, five_seeds):
-    figs = suite_figures(five_seeds, tmp_path, FigureStyle(dpi=150))
+    figs = suite_figures(five_seeds, tmp_path, FigureStyle(dpi=150, vector=VECTOR_FORMATS))
     assert [f.name for f in figs] == ["errors", "table"]
     for f in figs:
         assert f.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.png.read_bytes() == f.png_bytes
@@ -177,7 +177,7 @@ def test_vector_and_print_size_files(tmp_path, five_seeds):
         assert f.pdf.read_bytes()[:5] == b"%PDF-"
     width, height = struct.unpack(">II", figs[0].png_bytes[16:24])
     assert (width, height) == pytest.approx((2 * 3.4 * 150, (2.5 + 0.55) * 150), abs=1)  # two print-size panels
-    no_pdf = suite_figures(five_seeds, tmp_path / "svg", FigureStyle(vector=("svg",)))
+    no_pdf = suite_figures(five_seeds, tmp_path / "svg", FigureStyle())  # PDF on request only
     assert all(f.pdf is None for f in no_pdf) and not list((tmp_path / "svg").glob("*.pdf"))
 
 
@@ -204,9 +204,9 @@ def test_table_figure_error_against_depth_per_family(five_seeds):
     rows = {r["label"]: r for r in five_seeds.records}
     assert list(series["residual, SYNTHETIC"].get_ydata()) == pytest.approx(
         [rows[f"resnet-{d}"]["mean"] for d in (20, 32, 56)])
-    # Error bars: the 95 % t-interval of each cell, one per cell.
+    # Error bars: the 95 % t-interval of each cell (one collection per family, a segment per cell).
     bars = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
-    assert len(bars) == 6
+    assert len(bars) == 2 and [len(b.get_segments()) for b in bars] == [3, 3]
     seg = bars[0].get_segments()[0]
     vals = [five_seeds.at_selected[(j, "test_error")] for j in five_seeds.job_ids("plain-20")]
     _, lo, hi = t_interval(vals)

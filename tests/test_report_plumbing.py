@@ -44,7 +44,8 @@ def test_markdown_html_and_figures_say_plumbing():
     assert f"<title>He 2016 &lt;Table 6&gt; — {PLUMBING_TITLE}</title>" in html
     assert '<p class="plumbing">' in html
     for fig in (draw_errors(res), draw_table(res)):
-        assert fig._suptitle.get_text().endswith(PLUMBING_TITLE)
+        assert fig._suptitle.get_text().endswith("\n" + PLUMBING_TITLE)
+    assert "one seed per cell: no band" in [t.get_text() for t in draw_errors(res).legends[0].get_texts()]
     real = summarize(make_suite(), fake_jobs(make_suite()), fake_metrics(make_suite()))
     assert PLUMBING_TITLE not in render_markdown(real, [], Path("."))
     assert PLUMBING_TITLE not in render_html(real, []) and '<p class="plumbing">' not in render_html(real, [])

@@ -14,6 +14,7 @@ import pytest
 from benchmark.report.aggregate import summarize
 from benchmark.report.api import write_reports
 from benchmark.report.render import md_escape, render_markdown, tex_escape
+from benchmark.report.style import VECTOR_FORMATS, FigureStyle
 from benchmark.report.synthetic import fake_jobs, fake_metrics, make_suite
 from benchmark.suite_types import Claim, Published
 
@@ -43,7 +44,8 @@ def evil_results():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    paths = write_reports([evil_results()], out, ["markdown", "html", "csv", "latex", "json"])
+    paths = write_reports([evil_results()], out, ["markdown", "html", "csv", "latex", "json"],
+                          style=FigureStyle(vector=VECTOR_FORMATS))
     return out, paths
 
 
@@ -70,6 +72,7 @@ def test_markdown_escapes_and_links_figures(written):
     assert "res\\|net&lt;b&gt;-20" in md
     assert "running" in md  # resnet-20 has a running seed: a state, not a number
     assert "![" in md and "(figures/toy-errors.png)" in md and "(figures/toy-errors.svg)" in md
+    assert "[PDF](figures/toy-table.pdf)" in md
     assert "Reported epoch: final epoch" in md
     assert "≈ 9.5 (chart reading)" in md and "8.5 (best of 5; 8.7±0.2)" in md
     assert md_escape("a|b\nc") == "a\\|b c"

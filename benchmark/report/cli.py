@@ -32,11 +32,12 @@ from benchmark.store import URL_HELP, Store
 @click.option("--seed-lines", is_flag=True, help="Also draw one thin line per seed.")
 @click.option("--dpi", type=click.IntRange(50, 1200), default=200, show_default=True,
               help="PNG resolution (SVG and PDF are vector).")
+@click.option("--pdf", is_flag=True, help="Also write each figure as PDF (for pdflatex).")
 def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], out_dir: str,
-           select: str | None, figures: bool, band: str, seed_lines: bool, dpi: int) -> None:
+           select: str | None, figures: bool, band: str, seed_lines: bool, dpi: int, pdf: bool) -> None:
     """Tables, claims and curves for SUITE (a .toml file or a registered name; default: all).
 
-    Figures (OUT/figures/, PNG + SVG + PDF at print size): error curves per family with the seed
+    Figures (OUT/figures/, PNG + SVG (+ PDF with --pdf) at print size): error curves per family with the seed
     spread, error against depth with 95 % t-intervals and the published values, α / τ trajectories."""
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
@@ -50,7 +51,7 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     if figures:
         from benchmark.report.style import FigureStyle  # matplotlib: only when drawing
 
-        style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi)
+        style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi, vector=("svg", "pdf") if pdf else ("svg",))
     written = write_reports(results, out_dir, formats, figures=figures, style=style)
     for res in results:
         n_done = int((res.jobs["state"] == "done").sum())

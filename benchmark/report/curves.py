@@ -58,7 +58,7 @@ def first_specs(suite) -> dict[str, Any]:
 
 
 def figure_title(suite, what: str) -> str:
-    plumbing = f" — {PLUMBING_TITLE}" if is_plumbing(suite) else ""
+    plumbing = f"\n{PLUMBING_TITLE}" if is_plumbing(suite) else ""  # its own line: a long title is cut off
     return f"{suite.name}: {what}{plumbing}"
 
 
@@ -137,6 +137,13 @@ def _x_ticks(ax, xname: str) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
+
+
+def band_handle(style: FigureStyle, n: list[int]) -> Any:
+    """The band's legend entry; with one seed per cell there is no band, and the legend says so."""
+    if not n or max(n) <= 1:
+        return Line2D([], [], linestyle="none", label="one seed per cell: no band")
+    return Patch(color="0.2", alpha=0.25, linewidth=0, label=f"band: {style.band_text(n)}")
 
 
 def published_handles(kinds: set[bool], where: str = "") -> list[Any]:
@@ -243,7 +250,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         n = curves[curves["name"] == "test_error"].groupby("label")["n"].max().tolist()
         handles += [Line2D([], [], color="0.2", linewidth=1.5, label="test error (solid)"),
                     Line2D([], [], color="0.2", linewidth=0.9, linestyle="--", label="training error (dashed)"),
-                    Patch(color="0.2", alpha=0.25, linewidth=0, label=f"band: {style.band_text(n)}")]
+                    band_handle(style, n)]
         if style.seed_lines:
             handles.append(Line2D([], [], color="0.2", linewidth=0.4, alpha=0.6, label="one seed (thin)"))
         handles += published_handles(pub_kinds, ", end of training")
@@ -306,7 +313,7 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                                           label=_scale_name(k)) for k in names], loc="lower right")
         axes[0].set_xlim(left=0)
         n = curves.groupby("label")["n"].max().tolist()
-        handles = [Patch(color="0.2", alpha=0.25, linewidth=0, label=f"band: {style.band_text(n)}")]
+        handles = [band_handle(style, n)]
         if style.seed_lines:
             handles.append(Line2D([], [], color="0.2", linewidth=0.4, alpha=0.6, label="one seed (thin)"))
         figure_legend(fig, handles)

@@ -139,7 +139,11 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
         for f in figures:
             rel = f.png.relative_to(out_dir).as_posix() if f.png.is_relative_to(out_dir) else f.png.as_posix()
             svg = f.svg.relative_to(out_dir).as_posix() if f.svg.is_relative_to(out_dir) else f.svg.as_posix()
-            parts += [f"![{md_escape(f.title)}]({rel})", "", f"[{md_escape(f.title)} (SVG)]({svg})", ""]
+            vec = f"[{md_escape(f.title)} (SVG)]({svg})"
+            if f.pdf is not None:
+                pdf = f.pdf.relative_to(out_dir).as_posix() if f.pdf.is_relative_to(out_dir) else f.pdf.as_posix()
+                vec += f" · [PDF]({pdf})"
+            parts += [f"![{md_escape(f.title)}]({rel})", "", vec, ""]
     return "\n".join(parts)
 
 

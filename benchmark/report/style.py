@@ -56,7 +56,9 @@ class FigureStyle:
     band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
     seed_lines: bool = False  # one thin line per seed as well
     dpi: int = 200  # of the PNG; the SVG and PDF are vector
-    vector: tuple[str, ...] = VECTOR_FORMATS  # vector files written beside the PNG ("svg" always)
+    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
+    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
+    vector: tuple[str, ...] = ("svg",)
 
     def band_text(self, n: Sequence[int]) -> str:
         """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
@@ -175,7 +177,7 @@ def legend_columns(labels: Sequence[str], width: float) -> int:
     def fits(ncols: int) -> bool:
         rows = -(-len(labels) // ncols)
         cols = [labels[i:i + rows] for i in range(0, len(labels), rows)]
-        total = sum(max(len(t) for t in col) * 0.55 * SMALL_FONT / 72 + 0.6 for col in cols)
+        total = sum(max(len(t) for t in col) * 0.5 * SMALL_FONT / 72 + 0.55 for col in cols)
         return total <= width - 0.1
 
     return next((n for n in range(len(labels), 0, -1) if fits(n)), 1)

@@ -21,7 +21,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from benchmark.report.aggregate import SuiteResults
 from benchmark.report.curves import published_handles, figure_title, first_specs, panel_of
 from benchmark.report.export import flat_config
-from benchmark.report.render import Figure, safe_stem
+from benchmark.report.render import Figure
 from benchmark.report.style import (
     PUBLISHED_COLOUR, FigureStyle, figure_legend, new_figure, palette, save, style_context,
 )
@@ -137,7 +137,7 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
             key = fam if len(order) <= 6 else k
             colour, marker = pal.colour(key), pal.marker(key)
             labels = [lab for lab in res.suite.labels if family[lab] == fam]
-            pts = []
+            pts, bars, dots = [], [], []
             for lab in labels:
                 if lab not in measured:
                     continue
@@ -147,10 +147,16 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
                 x = x_of(lab, k)
                 pts.append((x, mean))
                 if not math.isnan(lo):
-                    ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], color=colour, linewidth=1.0,
-                                capsize=2.5, fmt="none", zorder=3)
-                ax.plot(np.full(len(v), x), v, linestyle="none", marker=".", markersize=2.5, color=colour,
-                        alpha=0.45, zorder=2)
+                    bars.append((x, mean, mean - lo, hi - mean))
+                dots += [(x, y) for y in v]
+            # One artist per family for the bars and one for the dots, not one per cell: 40 cells
+            # of errorbar() calls cost more than the rest of the figure.
+            if bars:
+                bx, by, blo, bhi = map(list, zip(*bars))
+                ax.errorbar(bx, by, yerr=[blo, bhi], color=colour, linewidth=1.0, capsize=2.5, fmt="none", zorder=3)
+            if dots:
+                dx, dy = zip(*dots)
+                ax.plot(dx, dy, linestyle="none", marker=".", markersize=2.5, color=colour, alpha=0.45, zorder=2)
             if pts:
                 xs, ys = zip(*sorted(pts))
                 ax.plot(xs, ys, linestyle="-", linewidth=1.2, marker=marker, color=colour, zorder=4, label=fam)
