@@ -65,16 +65,16 @@ def test_error_panels_share_one_y_axis(five_seeds):
 def test_band_over_seeds_and_a_legend_that_says_what_lines_mean(five_seeds):
     fig = draw_errors(five_seeds)
     for ax in panels(fig):
-        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
-        assert len(bands) == 3 * 2  # three depths, test and training error
+        (bands,) = [c for c in ax.collections if isinstance(c, PolyCollection)]  # one collection per panel
+        assert len(bands.get_paths()) == 3 * 2  # three depths, test and training error
     texts = legend_texts(fig)
     assert {"test error (solid)", "training error (dashed)", "band: ±1 std over 5 seeds"} <= set(texts)
     assert {"20 layers", "32 layers", "56 layers"} <= set(texts)
     # The band of plain-20's test error spans mean ± std over the seeds, epoch by epoch.
     c = cell_curves(five_seeds, ["test_error"])
     c = c[c["label"] == "plain-20"].sort_values("x")
-    first = [b for b in panels(fig)[0].collections if isinstance(b, PolyCollection)][1]  # train, then test
-    ys = first.get_paths()[0].vertices[:, 1]
+    (bands,) = [b for b in panels(fig)[0].collections if isinstance(b, PolyCollection)]
+    ys = bands.get_paths()[1].vertices[:, 1]  # plain-20's training error, then its test error
     assert ys.max() == pytest.approx((c["value"] + c["std"]).max())
     assert ys.min() == pytest.approx((c["value"] - c["std"]).min())
     ranged = draw_errors(five_seeds, FigureStyle(band="range"))
