@@ -45,6 +45,7 @@ def test_markdown_html_and_figures_say_plumbing():
     assert '<p class="plumbing">' in html
     for fig in (draw_errors(res), draw_table(res)):
         assert fig._suptitle.get_text().endswith("\n" + PLUMBING_TITLE)
+    assert "measured, one seed: no interval" in [t.get_text() for t in draw_table(res).legends[0].get_texts()]
     assert "one seed per cell: no band" in [t.get_text() for t in draw_errors(res).legends[0].get_texts()]
     real = summarize(make_suite(), fake_jobs(make_suite()), fake_metrics(make_suite()))
     assert PLUMBING_TITLE not in render_markdown(real, [], Path("."))

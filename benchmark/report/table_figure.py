@@ -191,8 +191,9 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
         seeds = f"{min(ns)} seeds" if ns and min(ns) == max(ns) else f"{min(ns)}–{max(ns)} seeds" if ns else "seeds"
         handles = [Line2D([], [], color=pal.colour(fam if len(order) <= 6 else k), marker=pal.marker(
             fam if len(order) <= 6 else k), label=fam) for k, fam in enumerate(order)] if not one_series else []
-        handles += [Line2D([], [], color="0.2", marker="o", markersize=3, label=f"measured mean, {LEVEL:.0%} "
-                           f"t-interval over {seeds}"),
+        measured_text = (f"measured mean, {LEVEL:.0%} t-interval over {seeds}" if ns and max(ns) > 1
+                         else "measured, one seed: no interval")
+        handles += [Line2D([], [], color="0.2", marker="o", markersize=3, label=measured_text),
                     Line2D([], [], color="0.2", marker=".", linestyle="none", alpha=0.6, label="one seed")]
         handles += published_handles(pub_kinds)
         figure_legend(fig, handles)
