@@ -305,21 +305,37 @@ def _print_status(store, suites, frame=None) -> None:
 @main.command()
 @click.option("--db", default=None, help=URL_HELP)
 @click.option("--suite", "suites", multiple=True, help="only this suite (repeatable)")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default=None,
+              help="a table file: long (job, epoch, metric) for csv/json, wide (job, epoch) for parquet")
+@click.option("--wide/--long", default=None, help="one row per job and epoch / per job, epoch and metric")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="file to write [default: stdout]")
-def export(db: str | None, suites: tuple[str, ...], fmt: str, out: str | None) -> None:
-    """Write per-epoch metrics in long form: one row per job, epoch and metric."""
-    from benchmark.escaping import spreadsheet_safe
+@click.option("--to", "to", type=click.Choice(["mlflow", "tensorboard"]), default=None,
+              help="log every job as a run of an experiment tracker instead")
+@click.option("--tracking-uri", default=None, help="--to mlflow: e.g. sqlite:///mlflow.db [default: MLflow's own]")
+@click.option("--experiment", default=None, help="--to mlflow: one experiment for all [default: one per suite]")
+@click.argument("log_dir", required=False, type=click.Path(file_okay=False))
+def export(db: str | None, suites: tuple[str, ...], fmt: str | None, wide: bool | None, out: str | None,
+           to: str | None, tracking_uri: str | None, experiment: str | None, log_dir: str | None) -> None:
+    """Per-epoch metrics with each job's config, state and environment as columns (--format), or
+    every job as an MLflow or TensorBoard run (--to mlflow, --to tensorboard LOG_DIR)."""
+    from benchmark.report import export as ex
 
-    frame = _store(db, create=False).metrics_frame(list(suites) or None)
-    columns = ["suite", "key", "label", "seed", "epoch", "name", "value"]
-    frame = frame[columns]
-    text = spreadsheet_safe(frame).to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1)
+    if (fmt is None) == (to is None):
+        raise ex.ExportError("give one of --format csv|json|parquet or --to mlflow|tensorboard")
+    if to == "tensorboard" and not log_dir:
+        raise ex.ExportError("--to tensorboard needs the log directory: bench export --to tensorboard DIR")
+    if log_dir and to != "tensorboard":
+        raise ex.ExportError(f"unexpected argument {log_dir!r} (only --to tensorboard takes a directory)")
+    store = _store(db, create=False)
+    if to == "mlflow":
+        click.echo(str(ex.to_mlflow(store, suites, tracking_uri, experiment)), err=True)
+        return
+    if to == "tensorboard":
+        click.echo(str(ex.to_tensorboard(store, suites, log_dir)), err=True)
+        return
+    frame = ex.export_frame(store, suites, wide=fmt == "parquet" if wide is None else wide)
+    text = ex.write_frame(frame, fmt, out)
     if out:
-        try:
-            Path(out).write_text(text)
-        except OSError as e:
-            raise UserError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
         click.echo(f"wrote {len(frame)} rows to {out}", err=True)
     else:
         click.echo(text, nl=False)

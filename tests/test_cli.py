@@ -82,7 +82,8 @@ def test_status_and_export_formats(tmp_path, db_url):
     out = tmp_path / "m.csv"
     assert bench("export", "--db", db_url, "--format", "csv", "--out", str(out)).exit_code == 0
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["suite", "key", "label", "seed", "epoch", "name", "value"]
+    assert list(frame.columns[:7]) == ["suite", "key", "label", "seed", "epoch", "name", "value"]
+    assert {"state", "config.model.depth", "env.torch"} <= set(frame.columns)  # then the job's config and environment
     assert len(frame) == 4 * 2 * len(METRICS)
     assert not frame.duplicated(["key", "epoch", "name"]).any()
     exported = json.loads(bench("export", "--db", db_url, "--suite", "tiny", "--format", "json").output)

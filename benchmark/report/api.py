@@ -97,9 +97,10 @@ def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None)
 
 def write_reports(
     results: Iterable[SuiteResults], out_dir: str | Path, formats: Sequence[str] = ("markdown",),
-    figures: bool = True,
+    figures: bool = True, style: Any = None,
 ) -> list[Path]:
-    """Write one file per suite and format (and the figures); return the paths written."""
+    """Write one file per suite and format (and the figures, drawn as ``style``, a
+    ``benchmark.report.style.FigureStyle``); return the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -109,9 +110,9 @@ def write_reports(
         if figures and ({"markdown", "html"} & set(formats)):
             from benchmark.report.curves import suite_figures  # matplotlib: only when drawing
 
-            figs = suite_figures(res, out_dir / "figures")
+            figs = suite_figures(res, out_dir / "figures", style)
             for f in figs:
-                written += [f.png, f.svg]
+                written += [f.png, f.svg] + ([f.pdf] if f.pdf else [])
         for fmt in formats:
             if fmt not in FORMATS:
                 raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

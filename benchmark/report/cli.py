@@ -30,9 +30,18 @@ from benchmark.store import URL_HELP, Store
 @click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="Draw error curves.")
+@click.option("--band", type=click.Choice(["std", "range"]), default="std", show_default=True,
+              help="Band around the mean over seeds: ±1 std, or min–max.")
+@click.option("--seed-lines", is_flag=True, help="Also draw one thin line per seed.")
+@click.option("--dpi", type=click.IntRange(50, 1200), default=200, show_default=True,
+              help="PNG resolution (SVG and PDF are vector).")
+@click.option("--pdf", is_flag=True, help="Also write each figure as PDF (for pdflatex).")
 def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], out_dir: str,
-           select: str | None, figures: bool) -> None:
-    """Tables, claims and curves for SUITE (a .toml file or a registered name; default: all)."""
+           select: str | None, figures: bool, band: str, seed_lines: bool, dpi: int, pdf: bool) -> None:
+    """Tables, claims and curves for SUITE (a .toml file or a registered name; default: all).
+
+    Figures (OUT/figures/, PNG + SVG (+ PDF with --pdf) at print size): error curves per family with the seed
+    spread, error against depth with 95 % t-intervals and the published values, α / τ trajectories."""
     from benchmark.report.api import build_tables, resolve_suites, write_reports
 
     t0 = time.perf_counter()
@@ -41,8 +50,13 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     if not parsed:
         raise ReportError("no suites in the database; register one with `bench run SUITE` or name a suite file")
     results = build_tables(store, parsed, select)
+    style = None
+    if figures:
+        from benchmark.report.style import FigureStyle  # matplotlib: only when drawing
+
+        style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi, vector=("svg", "pdf") if pdf else ("svg",))
     try:
-        written = write_reports(results, out_dir, formats, figures=figures)
+        written = write_reports(results, out_dir, formats, figures=figures, style=style)
     except OSError as e:  # --out under a file, a read-only folder, a full disk
         raise ReportError(f"cannot write the reports to {out_dir}: {e.strerror or e}"
                           f"{' (' + e.filename + ')' if e.filename else ''}; choose another --out") from None

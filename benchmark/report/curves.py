@@ -1,31 +1,39 @@
-"""Error curves in the style of He et al. 2016, Fig. 6, and α / τ trajectories.
+"""Error curves in the style of He et al. 2016, Fig. 6, and α / τ trajectories, with the seed spread.
 
-Test error bold, training error dashed, one colour per cell (depth), one panel per model family
-(plain, residual, τ, ReZero, pre-activation, no BN, ...), side by side. The x-axis is iterations
-for iteration-scheduled suites (the cumulative ``iterations`` metric) and epochs otherwise.
+Test error solid, training error dashed, one colour per depth (the same depth has the same colour
+in every panel), one panel per model family (plain, residual, τ, ReZero, pre-activation, no BN,
+...), side by side on one shared y-axis so that the eye compares like with like. Each line is the
+mean over seeds with a band (±1 std, or min–max: FigureStyle.band) and, on request, one thin line
+per seed. The published value is a star at the end of training. The x-axis is iterations for
+iteration-scheduled suites (the cumulative ``iterations`` metric) and epochs otherwise.
 """
 from __future__ import annotations
 
-import io
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps, rc_context
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.lines import Line2D
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from benchmark.report.aggregate import SuiteResults, x_axis
-from benchmark.report.render import Figure
+from benchmark.report.plumbing import PLUMBING_TITLE, is_plumbing
+from benchmark.report.render import Figure, safe_stem
+from benchmark.report.style import (
+    FEW_POINTS, PUBLISHED_COLOUR, FigureStyle, add_colourbar, figure_legend, new_figure, palette, save, style_context,
+)
 
 # matplotlib's object API, not pyplot: no display backend and no global figure registry (nothing
-# to close), and pyplot's import time is saved. The Agg canvas renders the PNG (and measures text
-# for tight_layout); savefig(format="svg") uses the SVG backend.
+# to close), and pyplot's import time is saved.
 
 _SCALE_NAMES = {"tau": "τ-scaled", "rezero": "ReZero", "tanh_rezero": "tanh-ReZero"}
-
-
-MAX_LEGEND = 10  # lines per panel up to which each gets a legend entry
+ERROR_METRICS = ("test_error", "train_error")
 
 
 def panel_of(spec) -> str:
@@ -43,129 +51,301 @@ def panel_of(spec) -> str:
     return ", ".join(parts)
 
 
-def cell_curves(res: SuiteResults, names: list[str] | None = None) -> pd.DataFrame:
-    """Mean over seeds per (label, epoch, name), with the x value as column ``x``."""
+def first_specs(suite) -> dict[str, Any]:
+    """label -> the spec of its first job (the cell's config; seeds differ only in ``seed``)."""
+    out: dict[str, Any] = {}
+    for j in suite.jobs:
+        out.setdefault(j.label, j.spec)
+    return out
+
+
+def figure_title(suite, what: str) -> str:
+    plumbing = f"\n{PLUMBING_TITLE}" if is_plumbing(suite) else ""  # its own line: a long title is cut off
+    return f"{suite.name}: {what}{plumbing}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: per seed, and per cell (mean and spread over seeds)
+
+
+def seed_curves(res: SuiteResults, names: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per (job, epoch, metric): job_id, label, epoch, name, value and the x value ``x``.
+    ``names=None``: the residual scales (``alpha.*``, ``tau``)."""
+    cols = ["job_id", "label", "epoch", "name", "value", "x"]
     m = res.metrics
     if m.empty:
-        return pd.DataFrame(columns=["label", "epoch", "name", "value", "x"])
+        return pd.DataFrame(columns=cols)
+    names_col = m["name"].astype(str) if not isinstance(m["name"].dtype, pd.CategoricalDtype) else m["name"]
+    keep = names_col.isin(names) if names is not None else (names_col.str.startswith("alpha.") | (names_col == "tau"))
+    c = m[keep.to_numpy()]
     lab = res.jobs.dropna(subset=["job_id"]).set_index("job_id")["label"]
-    m = m.assign(label=m["job_id"].map(lab))
-    xname = x_axis(res.suite)
-    keep = m["name"].isin(names) if names is not None else m["name"].str.startswith("alpha.") | (m["name"] == "tau")
-    if xname == "iterations":
-        keep |= m["name"] == "iterations"
-    c = m[keep].groupby(["label", "epoch", "name"], sort=False)["value"].mean().reset_index()
-    if xname == "iterations":
-        it = c[c["name"] == "iterations"].set_index(["label", "epoch"])["value"]
-        c = c[c["name"] != "iterations"]
-        x = pd.Series(list(zip(c["label"], c["epoch"])), index=c.index).map(it)
-        c = c.assign(x=x.fillna(c["epoch"]).to_numpy())
+    c = c.assign(label=c["job_id"].map(lab).to_numpy(), name=c["name"].astype(str).to_numpy())
+    c = c[c["label"].notna()]
+    if x_axis(res.suite) == "iterations":
+        it = m[(names_col == "iterations").to_numpy()].set_index(["job_id", "epoch"])["value"]
+        at = pd.MultiIndex.from_arrays([c["job_id"], c["epoch"]])
+        x = it.reindex(at).to_numpy()
+        c = c.assign(x=np.where(np.isnan(x), c["epoch"].to_numpy(dtype=float), x))
     else:
-        c = c.assign(x=c["epoch"].astype(float))
-    return c
+        c = c.assign(x=c["epoch"].to_numpy(dtype=float))
+    return c[cols].reset_index(drop=True)
 
 
-def _save(fig, out_dir: Path, stem: str, name: str, title: str) -> Figure:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png, svg = out_dir / f"{stem}-{name}.png", out_dir / f"{stem}-{name}.svg"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    png.write_bytes(buf.getvalue())
-    # Text as <text>, not glyph outlines: a smaller SVG whose labels stay selectable, and half the time.
-    with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(svg, format="svg")
-    return Figure(name, title, png, svg, buf.getvalue())
+def cell_curves(res: SuiteResults, names: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per (label, epoch, name) over the cell's seeds: ``value`` (mean), ``std`` (ddof 1), ``lo`` and
+    ``hi`` (min, max), ``n`` (seeds with a value) and the mean x value ``x``."""
+    s = seed_curves(res, names)
+    if s.empty:
+        return pd.DataFrame(columns=["label", "epoch", "name", "value", "std", "lo", "hi", "n", "x"])
+    g = s.groupby(["label", "epoch", "name"], sort=False, observed=True)
+    return g.agg(value=("value", "mean"), std=("value", "std"), lo=("value", "min"), hi=("value", "max"),
+                 n=("value", "count"), x=("x", "mean")).reset_index()
 
 
-def _grid(n: int):
-    ncols = min(n, 3)
-    nrows = -(-n // ncols)
-    fig = MplFigure(figsize=(4.6 * ncols, 3.6 * nrows))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n])
+def _lines(frame: pd.DataFrame, by: list[str]) -> dict[Any, pd.DataFrame]:
+    """key -> rows sorted by x: one groupby, not a DataFrame filter per line."""
+    return {k: g for k, g in frame.sort_values("x", kind="stable").groupby(by, sort=False)}
 
 
-def error_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
-    curves = cell_curves(res, ["test_error", "train_error"])
+def _band(c: pd.DataFrame, style: FigureStyle) -> tuple[np.ndarray, np.ndarray]:
+    mean = c["value"].to_numpy(dtype=float)
+    if style.band == "range":
+        return c["lo"].to_numpy(dtype=float), c["hi"].to_numpy(dtype=float)
+    std = np.nan_to_num(c["std"].to_numpy(dtype=float))  # one seed: no spread to show
+    return mean - std, mean + std
+
+
+def _draw(ax, c: pd.DataFrame, style: FigureStyle, colour: Any, marker: str, linestyle: str, width: float,
+          band_alpha: float, seeds: pd.DataFrame | None, bands: list, hollow: bool = False,
+          crowded: bool = False) -> None:
+    """One mean line with its band (error bars where there is one point), markers if few points
+    (``crowded``, a panel of many lines read through a colour bar: only for one or two points).
+    The band's polygon goes to ``bands``, drawn by _fill_bands in one collection per panel."""
+    x, mean = c["x"].to_numpy(dtype=float), c["value"].to_numpy(dtype=float)
+    lo, hi = _band(c, style)
+    few = len(x) <= (2 if crowded else FEW_POINTS)
+    ax.plot(x, mean, linestyle=linestyle, color=colour, linewidth=width, marker=marker if few else None,
+            markerfacecolor="white" if hollow else colour, markeredgecolor=colour, zorder=3)
+    ok = np.isfinite(lo) & np.isfinite(hi)  # a diverged seed's NaN leaves a gap, not a broken polygon
+    if ok.sum() > 1:
+        xs = x[ok]
+        bands.append((np.column_stack([np.r_[xs, xs[::-1]], np.r_[lo[ok], hi[ok][::-1]]]),
+                      to_rgba(colour, band_alpha)))
+    elif np.isfinite(lo).all() and (hi > lo).any():
+        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=colour, linewidth=0.8, capsize=2, fmt="none")
+    if seeds is not None:
+        for _, s in seeds.groupby("job_id", sort=False):
+            ax.plot(s["x"], s["value"], linestyle=linestyle, color=colour, linewidth=0.4, alpha=0.6, zorder=2)
+
+
+def _fill_bands(ax, bands: list) -> None:
+    """Every band of a panel as one PolyCollection: 40 fill_between calls cost a third of the figure."""
+    if bands:
+        ax.add_collection(PolyCollection([b for b, _ in bands], facecolors=[c for _, c in bands], linewidths=0,
+                                         zorder=2))
+
+
+def _x_ticks(ax, xname: str) -> None:
+    if xname == "iterations":
+        # He 2016 Fig. 6 counts iterations in units of 1e4; "32k" reads the same without an offset label.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
+
+
+def band_handle(style: FigureStyle, n: list[int]) -> Any:
+    """The band's legend entry; with one seed per cell there is no band, and the legend says so."""
+    if not n or max(n) <= 1:
+        return Line2D([], [], linestyle="none", label="one seed per cell: no band")
+    return Patch(color="0.2", alpha=0.25, linewidth=0, label=f"band: {style.band_text(n)}")
+
+
+def published_handles(kinds: set[bool], where: str = "") -> list[Any]:
+    """Legend entries for the published stars: filled for a printed number, hollow for an approximate one."""
+    out = []
+    if False in kinds:
+        out.append(Line2D([], [], linestyle="none", marker="*", markersize=8, color=PUBLISHED_COLOUR,
+                          label=f"published{where}"))
+    if True in kinds:
+        out.append(Line2D([], [], linestyle="none", marker="*", markersize=8, markerfacecolor="white",
+                          markeredgecolor=PUBLISHED_COLOUR, label="published, approximate (chart reading)"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Error curves
+
+
+def series_keys(specs: dict[str, Any], panels: dict[str, list[str]]) -> dict[str, Any]:
+    """label -> what its colour stands for: the depth when that tells the cells of every panel
+    apart (so plain-20 and resnet-20 share a colour, as in Fig. 6), else the label itself."""
+    if all(len({specs[lab].model.depth for lab in labels}) == len(labels) for labels in panels.values()):
+        return {lab: specs[lab].model.depth for labels in panels.values() for lab in labels}
+    return {lab: lab for labels in panels.values() for lab in labels}
+
+
+def error_figure(res: SuiteResults, out_dir: Path, stem: str, style: FigureStyle | None = None) -> Figure | None:
+    """Draw the error curves and save them (PNG, SVG, PDF) as ``OUT_DIR/<stem>-errors.*``."""
+    style = style or FigureStyle()
+    fig = draw_errors(res, style)
+    if fig is None:
+        return None
+    return save(fig, out_dir, stem, "errors", fig.get_label(), style)
+
+
+def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigure | None:
+    """The error curves as a matplotlib Figure; None when no cell has recorded an error yet."""
+    style = style or FigureStyle()
+    curves = cell_curves(res, ERROR_METRICS)
     if curves.empty:
         return None
-    first_spec = {}
-    for j in res.suite.jobs:
-        first_spec.setdefault(j.label, j.spec)
+    specs = first_specs(res.suite)
+    present = set(curves["label"])
     panels: dict[str, list[str]] = {}
-    present = set(curves["label"].unique())
     for label in res.suite.labels:
         if label in present:
-            panels.setdefault(panel_of(first_spec[label]), []).append(label)
+            panels.setdefault(panel_of(specs[label]), []).append(label)
     # Plain nets first, as in Fig. 6.
     order = sorted(panels, key=lambda p: (not p.startswith("plain"), list(panels).index(p)))
-    fig, axes = _grid(len(order))
+    key_of = series_keys(specs, panels)
+    keys = list(dict.fromkeys(key_of[lab] for p in order for lab in panels[p]))
+    by_depth = all(isinstance(k, int) for k in keys)
+    pal = palette(sorted(keys) if by_depth else keys)
+    lines = _lines(curves, ["label", "name"])
+    seeds = _lines(seed_curves(res, ERROR_METRICS), ["label", "name"]) if style.seed_lines else {}
+    published = {(p.label, p.metric): p for p in res.suite.published if p.metric in ERROR_METRICS}
     xname = x_axis(res.suite)
-    # (label, metric) -> (x, y) sorted by x: one groupby, not a DataFrame filter per line.
-    lines = {key: (g["x"].to_numpy(), g["value"].to_numpy())
-             for key, g in curves.sort_values("x", kind="stable").groupby(["label", "name"], sort=False)}
-    for ax, panel in zip(axes, order):
-        labels = panels[panel]
-        colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(labels), 2)))
-        tops = []
-        for colour, label in zip(colours, labels):
-            for metric, style, width in (("train_error", "--", 1.0), ("test_error", "-", 2.2)):
-                if (label, metric) not in lines:
-                    continue
-                x, y = lines[label, metric]
-                ax.plot(x, y, style, color=colour, linewidth=width,
-                        label=label if metric == "test_error" else None)
-                tail = y[len(y) // 10:]
-                tail = tail[~np.isnan(tail)]
-                if len(tail):
-                    tops.append(float(np.percentile(tail, 95)))
+    with style_context():
+        fig, axes = new_figure(len(order), extra_height=0.55)
+        tops, pub_kinds = [], set()
+        for ax, panel in zip(axes, order):
+            bands: list = []
+            for label in panels[panel]:
+                key = key_of[label]
+                colour, marker = pal.colour(key), pal.marker(key)
+                end = float(specs[label].schedule.length)  # the end of training, in x units
+                for metric, ls, width, alpha in (("train_error", "--", 0.9, 0.10), ("test_error", "-", 1.5, 0.22)):
+                    c = lines.get((label, metric))
+                    if c is None:
+                        continue
+                    _draw(ax, c, style, colour, marker, ls, width, alpha, seeds.get((label, metric)), bands,
+                          hollow=metric == "train_error", crowded=pal.needs_colourbar)
+                    y = c["hi"].to_numpy(dtype=float) if style.band == "range" else c["value"].to_numpy(dtype=float)
+                    tail = y[len(y) // 10:]
+                    tail = tail[~np.isnan(tail)]
+                    if len(tail):
+                        tops.append(float(np.percentile(tail, 95)))
+                    p = published.get((label, metric))
+                    if p is not None:
+                        approx = bool(p.approx or p.kind == "chart_reading")
+                        pub_kinds.add(approx)
+                        tops.append(p.value)
+                        ax.plot([end], [p.value], linestyle="none", marker="*", markersize=9, zorder=5,
+                                markerfacecolor="white" if approx else colour, markeredgecolor=PUBLISHED_COLOUR,
+                                markeredgewidth=0.8, clip_on=False)
+            _fill_bands(ax, bands)
+            ax.set_title(panel)
+            ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
+            ax.set_ylabel("error (%)")
+            _x_ticks(ax, xname)
+            if not by_depth and not pal.needs_colourbar:  # labels differ per panel: a legend each
+                ax.legend(handles=[Line2D([], [], color=pal.colour(lab), label=lab) for lab in panels[panel]],
+                          loc="upper right")
+        # One y-axis for every panel (sharey), high enough for the tails and the published stars.
+        # The first epochs' ~90 % would flatten the part that matters, so the limit follows the tail.
         top = min(100.0, max(20.0, 1.15 * max(tops))) if tops else 100.0
-        ax.set_ylim(0, top)
-        ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
-        ax.set_ylabel("error (%)")
-        ax.grid(alpha=0.3)
-        if len(labels) <= MAX_LEGEND:
-            ax.legend(fontsize=7, loc="upper right")
-        else:  # a long legend is unreadable (and half the drawing time): name the ends of the colour scale
-            ax.text(0.98, 0.98, f"dark: {labels[0]} … light: {labels[-1]}", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=7)
-    fig.suptitle(f"{res.suite.name}: test error (bold), training error (dashed)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out_dir, stem, "errors", "Error curves: test error bold, training error dashed")
+        axes[0].set_ylim(0, top)
+        # From 0, as Fig. 6 (and a --quick run's single point is not centred in a ±4 % window).
+        axes[0].set_xlim(left=0)
+        handles: list[Any] = []
+        if pal.needs_colourbar:
+            add_colourbar(fig, axes, pal, "depth (layers)" if by_depth else "cell")
+        elif by_depth:
+            handles += [Line2D([], [], color=pal.colour(k), marker=pal.marker(k), markersize=3, label=f"{k} layers")
+                        for k in pal.keys]
+        n = curves[curves["name"] == "test_error"].groupby("label")["n"].max().tolist()
+        handles += [Line2D([], [], color="0.2", linewidth=1.5, label="test error (solid)"),
+                    Line2D([], [], color="0.2", linewidth=0.9, linestyle="--", label="training error (dashed)"),
+                    band_handle(style, n)]
+        if style.seed_lines:
+            handles.append(Line2D([], [], color="0.2", linewidth=0.4, alpha=0.6, label="one seed (thin)"))
+        handles += published_handles(pub_kinds, ", end of training")
+        figure_legend(fig, handles)
+        fig.suptitle(figure_title(res.suite, "test error (solid) and training error (dashed)"))
+        fig.set_label(f"Error curves: test error solid, training error dashed, band {style.band_text(n)}")
+        return fig
 
 
-def scale_figure(res: SuiteResults, out_dir: Path, stem: str) -> Figure | None:
-    """α (ReZero) or τ trajectories, one panel per cell that records them."""
+# ----------------------------------------------------------------------------------------------
+# α / τ trajectories
+
+
+def _natural(name: str) -> list[Any]:
+    """alpha.stage1.block10 after alpha.stage1.block2: the blocks' order in the network."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _scale_name(name: str) -> str:
+    return "τ" if name == "tau" else name.removeprefix("alpha.")
+
+
+def scale_figure(res: SuiteResults, out_dir: Path, stem: str, style: FigureStyle | None = None) -> Figure | None:
+    """Draw the α / τ trajectories and save them as ``OUT_DIR/<stem>-scales.*``."""
+    style = style or FigureStyle()
+    fig = draw_scales(res, style)
+    if fig is None:
+        return None
+    return save(fig, out_dir, stem, "scales", fig.get_label(), style)
+
+
+def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigure | None:
+    """α (ReZero) or τ trajectories, one panel per cell that records them, one line per block."""
+    style = style or FigureStyle()
     curves = cell_curves(res, None)
     if curves.empty:
         return None
-    present = set(curves["label"].unique())
+    present = set(curves["label"])
     labels = [lab for lab in res.suite.labels if lab in present]
-    fig, axes = _grid(len(labels))
-    xlabel = "iterations" if x_axis(res.suite) == "iterations" else "epochs"
-    for ax, label in zip(axes, labels):
-        c = curves[curves["label"] == label]
-        names = list(dict.fromkeys(c["name"]))
-        colours = colormaps["plasma"](np.linspace(0, 0.9, max(len(names), 2)))
-        for colour, name in zip(colours, names):
-            s = c[c["name"] == name].sort_values("x")
-            ax.plot(s["x"], s["value"], color=colour, linewidth=1.2, label=name)
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("α / τ")
-        ax.grid(alpha=0.3)
-        if len(names) <= 10:
-            ax.legend(fontsize=6)
-    fig.suptitle(f"{res.suite.name}: residual scale trajectories", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out_dir, stem, "scales", "α / τ trajectories")
+    lines = _lines(curves, ["label", "name"])
+    seeds = _lines(seed_curves(res, None), ["label", "name"]) if style.seed_lines else {}
+    xname = x_axis(res.suite)
+    with style_context():
+        fig, axes = new_figure(len(labels), extra_height=0.45)
+        for ax, label in zip(axes, labels):
+            names = sorted({k[1] for k in lines if k[0] == label}, key=_natural)
+            pal = palette(names)
+            bands: list = []
+            for name in names:
+                _draw(ax, lines[label, name], style, pal.colour(name), pal.marker(name), "-", 1.1, 0.18,
+                      seeds.get((label, name)), bands, crowded=pal.needs_colourbar)
+            _fill_bands(ax, bands)
+            ax.axhline(0, color="0.5", linewidth=0.5)
+            ax.set_title(label)
+            ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
+            ax.set_ylabel("residual scale (α or τ)")
+            _x_ticks(ax, xname)
+            if pal.needs_colourbar:  # 16 blocks of ReZero-50 make an unreadable legend: a colour bar
+                add_colourbar(fig, [ax], pal, "block (input → output)", text=_scale_name)
+            else:
+                ax.legend(handles=[Line2D([], [], color=pal.colour(k), marker=pal.marker(k), markersize=3,
+                                          label=_scale_name(k)) for k in names], loc="lower right")
+        axes[0].set_xlim(left=0)
+        n = curves.groupby("label")["n"].max().tolist()
+        handles = [band_handle(style, n)]
+        if style.seed_lines:
+            handles.append(Line2D([], [], color="0.2", linewidth=0.4, alpha=0.6, label="one seed (thin)"))
+        figure_legend(fig, handles)
+        fig.suptitle(figure_title(res.suite, "residual scale trajectories"))
+        fig.set_label(f"α / τ trajectories, band {style.band_text(n)}")
+        return fig
 
 
-def suite_figures(res: SuiteResults, out_dir: Path) -> list[Figure]:
-    figs = [error_figure(res, out_dir, res.suite.name), scale_figure(res, out_dir, res.suite.name)]
+def suite_figures(res: SuiteResults, out_dir: Path, style: FigureStyle | None = None) -> list[Figure]:
+    """Every figure of a suite's report: error curves, error against depth, α / τ trajectories."""
+    from benchmark.report.table_figure import depth_figure
+
+    style = style or FigureStyle()
+    stem = safe_stem(res.suite.name)
+    figs = [error_figure(res, out_dir, stem, style), depth_figure(res, out_dir, stem, style),
+            scale_figure(res, out_dir, stem, style)]
     return [f for f in figs if f is not None]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
 from benchmark.report.provenance import code_versions, header_lines
+from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
@@ -45,6 +46,7 @@ class Figure:
     png: Path
     svg: Path
     png_bytes: bytes
+    pdf: Path | None = None  # for a paper (style.FigureStyle.vector)
 
 
 def safe_stem(name: str) -> str:
@@ -158,7 +160,9 @@ def _md_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str
 
 def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> str:
     s = res.suite
-    parts = [f"# {md_escape(s.title or s.name)}", ""]
+    parts = [f"# {md_escape(report_title(s))}", ""]
+    if is_plumbing(s):
+        parts += [f"> **{md_escape(plumbing_note(s))}**", ""]
     meta = [("suite", s.name), ("source", s.source), ("protocol", s.protocol)]
     parts += [f"- **{k}**: {md_escape(v)}" for k, v in meta if v]
     parts += [f"- **margin** (tolerance): ±{s.tolerance:g} (unless a published value sets its own)",
@@ -180,7 +184,11 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
         for f in figures:
             rel = f.png.relative_to(out_dir).as_posix() if f.png.is_relative_to(out_dir) else f.png.as_posix()
             svg = f.svg.relative_to(out_dir).as_posix() if f.svg.is_relative_to(out_dir) else f.svg.as_posix()
-            parts += [f"![{md_escape(f.title)}]({rel})", "", f"[{md_escape(f.title)} (SVG)]({svg})", ""]
+            vec = f"[{md_escape(f.title)} (SVG)]({svg})"
+            if f.pdf is not None:
+                pdf = f.pdf.relative_to(out_dir).as_posix() if f.pdf.is_relative_to(out_dir) else f.pdf.as_posix()
+                vec += f" · [PDF]({pdf})"
+            parts += [f"![{md_escape(f.title)}]({rel})", "", vec, ""]
     return "\n".join(parts)
 
 
@@ -194,6 +202,7 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.reproduces td.verdict,td.holds{color:#070} tr.differs td.verdict,tr.broken td.verdict,td.fails{color:#b00}
 tr.inconclusive td.verdict,td.inconclusive,tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
+.plumbing{background:#fff3cd;border-left:4px solid #a60;padding:.5em 1em}
 img{max-width:100%;border:1px solid #eee}
 """
 
@@ -204,9 +213,12 @@ def _h(text: Any) -> str:
 
 def render_html(res: SuiteResults, figures: list[Figure]) -> str:
     s = res.suite
-    title = s.title or s.name
+    title = report_title(s)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>", "<ul>"]
+           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>"]
+    if is_plumbing(s):
+        out.append(f'<p class="plumbing"><strong>{_h(plumbing_note(s))}</strong></p>')
+    out.append("<ul>")
     for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
         if v:
             out.append(f"<li><b>{k}</b>: {_h(v)}</li>")

@@ -70,11 +70,12 @@ def fake_curves(label: str, seed: int, epochs: int, with_alpha: bool = False) ->
     return out
 
 
-def fake_metrics(suite: Suite, with_alpha: bool = False) -> pd.DataFrame:
-    """Long-form metrics for every job of ``suite`` (job_id = job key)."""
+def fake_metrics(suite: Suite, with_alpha: bool = False, epochs: int | None = None) -> pd.DataFrame:
+    """Long-form metrics for every job of ``suite`` (job_id = job key): ``epochs`` epochs each,
+    default the schedule's length (which, for an iteration-scheduled suite, is far too many)."""
     frames = []
     for j in suite.jobs:
-        n = j.spec.schedule.length
+        n = epochs or j.spec.schedule.length
         for name, v in fake_curves(j.label, j.seed, n, with_alpha).items():
             frames.append(pd.DataFrame({"job_id": j.key, "suite": suite.name, "key": j.key, "label": j.label,
                                         "seed": j.seed, "epoch": np.arange(1, n + 1), "name": name, "value": v}))
@@ -88,3 +89,22 @@ def fake_jobs(suite: Suite, state: str = "done") -> pd.DataFrame:
         "label": [j.label for j in suite.jobs], "seed": [j.seed for j in suite.jobs], "state": state,
         "attempts": 1, "epochs_done": [j.spec.schedule.length for j in suite.jobs], "error": None,
     })
+
+
+def fill_store(store, suite: Suite, epochs: int | None = None, with_alpha: bool = False,
+               env: dict | None = None) -> int:
+    """Register ``suite`` in ``store`` and "run" every job on paper: fake_curves for ``epochs``
+    epochs (default: the schedule's length in epochs, 64k iterations being 164 epochs at 391 a
+    epoch), recorded through the store API, then done. Returns the number of jobs."""
+    store.register_suite(suite)
+    jobs = store.jobs_frame([suite.name])
+    for r in jobs.itertuples():
+        spec = next(j.spec for j in suite.jobs if j.key == r.key)
+        n = epochs or (spec.schedule.length if spec.schedule.unit == "epoch" else -(-spec.schedule.length // 391))
+        assert store.claim_job("synthetic", "cpu", job_id=r.job_id) is not None
+        store.set_environment(r.job_id, env or {"torch": "synthetic", "device": "cpu", "git_commit": None})
+        curves = fake_curves(r.label, r.seed, n, with_alpha)
+        for e in range(n):
+            store.record_epoch(r.job_id, e + 1, {k: float(v[e]) for k, v in curves.items()})
+        store.finish(r.job_id, "done")
+    return len(jobs)

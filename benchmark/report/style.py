@@ -1,0 +1,210 @@
+"""How the report's figures look: print size, fonts, a colour-blind-safe palette, colour bars.
+
+Shared by the curves (curves.py) and the table-as-a-figure (table_figure.py) so every figure of a
+report has the same size, fonts and colours, and the same depth has the same colour everywhere.
+Imports matplotlib: only the figure modules import this one.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+from matplotlib import colormaps, rc_context
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, ListedColormap, Normalize
+from matplotlib.figure import Figure as MplFigure
+
+from benchmark.report.render import Figure
+
+Band = Literal["std", "range"]
+VECTOR_FORMATS = ("svg", "pdf")
+
+# Okabe & Ito, "Color Universal Design" (2008), the palette Nature Methods' "Points of view: Color
+# blindness" (Wong 2011) recommends: distinguishable under protanopia, deuteranopia and tritanopia.
+# Yellow (#F0E442) is left out (too faint on white, the complaint about viridis' end in issue 12)
+# and so is black, which marks the published values. Ordered so that neighbours in depth order
+# differ most in lightness as well as hue: blue, vermillion, green, purple, orange, sky blue.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+PUBLISHED_COLOUR = "#000000"
+# Marker shapes in the same order: a second cue for a grey-scale print.
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+# More series than qualitative colours: a sequential map and a colour bar instead of a legend.
+# viridis is perceptually uniform and colour-blind safe; cut at 0.85 so the light end stays visible.
+SEQUENTIAL = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.85, 256)), name="viridis_cut")
+
+# Sizes in inches, fonts in points: one panel is the width of one column of a two-column paper
+# (IEEE and CVPR columns are 3.3-3.5 in); three panels side by side fill a full text width
+# (~7 in). 8 pt is the size of a caption, and stays legible when the figure is printed as it is.
+PANEL_WIDTH = 3.4
+PANEL_HEIGHT = 2.5
+FONT_SIZE = 8.0
+SMALL_FONT = 6.5
+
+# These points or fewer on a line: draw its markers too (a --quick run has one point per line,
+# which a line alone would not show at all).
+FEW_POINTS = 12
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """What the reader asked of the figures (``bench report --band/--seed-lines/--dpi``)."""
+
+    band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
+    seed_lines: bool = False  # one thin line per seed as well
+    dpi: int = 200  # of the PNG; the SVG and PDF are vector
+    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
+    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
+    vector: tuple[str, ...] = ("svg",)
+
+    def band_text(self, n: Sequence[int]) -> str:
+        """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
+        lo, hi = (min(n), max(n)) if len(n) else (0, 0)
+        seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+        return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
+
+
+# Applied while a figure is built and saved. text.parse_math=False: a suite label such as
+# "$\foo$" or "50% of $x" is data and prints as typed; with mathtext on, it fails to parse
+# and savefig raises. Our own labels use Unicode (α, τ, ±) instead of TeX.
+RC: dict[str, Any] = {
+    "text.parse_math": False,
+    "font.size": FONT_SIZE,
+    "axes.titlesize": FONT_SIZE,
+    "axes.labelsize": FONT_SIZE,
+    "xtick.labelsize": SMALL_FONT + 0.5,
+    "ytick.labelsize": SMALL_FONT + 0.5,
+    "legend.fontsize": SMALL_FONT,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.5,
+    "lines.markersize": 3.5,
+    "svg.fonttype": "none",  # text as <text>: a smaller SVG whose labels stay selectable
+    "pdf.fonttype": 42,  # TrueType in the PDF, which journals' submission checks accept (Type 3 they reject)
+}
+
+
+def style_context():
+    return rc_context(RC)
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours for an ordered set of series keys (depths, or labels): qualitative while they fit,
+    else a sequential map read through a colour bar."""
+
+    keys: tuple[Any, ...]
+    colours: tuple[Any, ...]
+    cmap: Colormap | None = None  # set when the colour bar is needed
+    norm: Normalize | None = None
+
+    @property
+    def needs_colourbar(self) -> bool:
+        return self.cmap is not None
+
+    def colour(self, key: Any) -> Any:
+        return self.colours[self.keys.index(key)]
+
+    def marker(self, key: Any) -> str:
+        return MARKERS[self.keys.index(key) % len(MARKERS)]
+
+    def mappable(self) -> ScalarMappable:
+        sm = ScalarMappable(norm=self.norm, cmap=self.cmap)
+        sm.set_array([])
+        return sm
+
+
+def palette(keys: Sequence[Any]) -> Palette:
+    """Okabe–Ito for up to six keys; beyond, viridis (cut) by value when the keys are numbers
+    (depths: the colour bar reads as a depth axis), by position otherwise."""
+    keys = tuple(keys)
+    if len(keys) <= len(OKABE_ITO):
+        return Palette(keys, OKABE_ITO[:len(keys)])
+    numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in keys)
+    if numeric:
+        norm = Normalize(min(keys), max(keys))
+        return Palette(keys, tuple(SEQUENTIAL(norm(k)) for k in keys), SEQUENTIAL, norm)
+    norm = Normalize(-0.5, len(keys) - 0.5)
+    return Palette(keys, tuple(SEQUENTIAL(norm(i)) for i in range(len(keys))), SEQUENTIAL, norm)
+
+
+def add_colourbar(fig: MplFigure, axes: Sequence[Any], pal: Palette, label: str,
+                  text: Callable[[Any], str] = str) -> None:
+    """A colour bar beside ``axes`` for a palette too long for a legend; ``text`` names a key."""
+    cb = fig.colorbar(pal.mappable(), ax=list(axes), shrink=0.9, pad=0.02, aspect=30)
+    cb.set_label(label)
+    numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in pal.keys)
+    if not numeric:  # ticks at the keys' positions, thinned to at most 8 so they stay readable
+        step = max(1, -(-len(pal.keys) // 8))
+        ticks = list(range(0, len(pal.keys), step))
+        cb.set_ticks(ticks)
+        cb.set_ticklabels([text(pal.keys[i]) for i in ticks])
+    cb.ax.tick_params(labelsize=SMALL_FONT)
+
+
+def new_figure(n_panels: int, ncols: int = 3, sharey: bool = True, sharex: bool = True,
+               extra_height: float = 0.45):
+    """A figure of ``n_panels`` axes (at most ``ncols`` a row) at print size, constrained layout.
+    ``sharey``: the panels a reader compares get one y-axis (the issue's 0–90 against 0–85)."""
+    ncols = max(1, min(n_panels, ncols))
+    nrows = -(-n_panels // ncols)
+    fig = MplFigure(figsize=(PANEL_WIDTH * ncols, PANEL_HEIGHT * nrows + extra_height), layout="constrained")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # the Agg canvas renders the PNG and measures text for the layout
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    if sharey:  # tick labels on every panel: a panel is often cropped out on its own in a paper
+        for ax in axes.flat[:n_panels]:
+            ax.yaxis.set_tick_params(labelleft=True)
+    if sharex:
+        for ax in axes.flat[:n_panels]:
+            ax.xaxis.set_tick_params(labelbottom=True)
+    return fig, list(axes.flat[:n_panels])
+
+
+def legend_columns(labels: Sequence[str], width: float) -> int:
+    """The most legend columns that fit in ``width`` inches: a legend wider than its figure is cut
+    off at both sides. Estimated from the text lengths (matplotlib fills columns top to bottom, and
+    each column is as wide as its longest entry), not by drawing: a draw costs a tenth of a second."""
+    def fits(ncols: int) -> bool:
+        rows = -(-len(labels) // ncols)
+        cols = [labels[i:i + rows] for i in range(0, len(labels), rows)]
+        total = sum(max(len(t) for t in col) * 0.55 * SMALL_FONT / 72 + 0.6 for col in cols)
+        return total <= width - 0.1
+
+    return next((n for n in range(len(labels), 0, -1) if fits(n)), 1)
+
+
+def figure_legend(fig: MplFigure, handles: Sequence[Any]) -> None:
+    """One legend under the panels, in as many columns as fit."""
+    width = fig.get_size_inches()[0]
+    fig.legend(handles=list(handles), loc="outside lower center",
+               ncols=legend_columns([h.get_label() for h in handles], width))
+
+
+def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style: FigureStyle) -> Figure:
+    """PNG (at ``style.dpi``) for the HTML and markdown, SVG and PDF for a paper."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / f"{stem}-{name}"
+    with style_context():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=style.dpi)
+        png = base.with_suffix(".png")
+        png.write_bytes(buf.getvalue())
+        # The layout is done (the PNG's draw ran it): keep it for the vector files, a quarter
+        # less time each than laying the text out again.
+        fig.set_layout_engine("none")
+        fig.savefig(base.with_suffix(".svg"), format="svg")
+        pdf = None
+        if "pdf" in style.vector:
+            pdf = base.with_suffix(".pdf")
+            fig.savefig(pdf, format="pdf")
+    return Figure(name, title, png, base.with_suffix(".svg"), buf.getvalue(), pdf)
