@@ -26,5 +26,6 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object or isinstance(out[col].dtype, (pd.CategoricalDtype, pd.StringDtype)):
-            out[col] = out[col].astype(object).map(spreadsheet_cell)
+            # (not Series.map: it re-infers the dtype, and ints beside None would print as 0.0)
+            out[col] = pd.Series([spreadsheet_cell(v) for v in out[col]], index=out.index, dtype=object)
     return out
