@@ -223,7 +223,7 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
     frame = status_frame(store, list(suites) or None)
     if fmt == "json":
         columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
-                   "attempts", "worker", "device", "key", "error"]
+                   "attempts", "worker", "slurm_job", "device", "key", "error"]
         click.echo(frame[columns].to_json(orient="records", indent=2))
         return
     if frame.empty and not watch:
