@@ -393,23 +393,36 @@ class Store:
         'failed' once it has been claimed ``max_attempts`` times. Returns the ids of the jobs
         moved (requeued or failed)."""
         host = socket.gethostname()
-        moved = []
-        with self._guard(), self._write.begin() as c:
+        # Read first, write only what is found: nearly every call (each worker, every heartbeat tick)
+        # finds nothing, and on SQLite a write transaction takes the one database-wide write lock
+        # (BEGIN IMMEDIATE) that every claim, heartbeat and epoch of every worker waits for.
+        # Only stale jobs and this host's jobs are read (a dead local pid is checked here).
+        with self._guard(), self._engine.connect() as c:
             now = c.execute(select(utcnow())).scalar_one()
             cutoff = now - timedelta(seconds=timeout_s)
-            running = c.execute(select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
-                                .where(J.c.state == RUNNING).order_by(J.c.id)).all()
-            for r in running:
-                if r.heartbeat_at is None or r.heartbeat_at < cutoff:
-                    reason = (f"worker {r.worker} lost: no heartbeat for more than {timeout_s:g} s "
-                              f"(last at {r.heartbeat_at} UTC)")
-                    guard = (J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff),)
-                elif dead_local_worker(r.worker, host):
-                    reason = f"worker {r.worker} lost: its process no longer exists"
-                    guard = (J.c.worker == r.worker,)
-                else:
-                    continue
-                if self._lose(c, r.id, r.attempts, reason, max_attempts, *guard):
+            running = c.execute(
+                select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
+                .where(J.c.state == RUNNING, J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
+                       | J.c.worker.like(f"{host}:%"))
+                .order_by(J.c.id)).all()
+        lost = []
+        for r in running:
+            if r.heartbeat_at is None or r.heartbeat_at < cutoff:
+                reason = (f"worker {r.worker} lost: no heartbeat for more than {timeout_s:g} s "
+                          f"(last at {r.heartbeat_at} UTC)")
+                guard = J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
+            elif dead_local_worker(r.worker, host):
+                reason = f"worker {r.worker} lost: its process no longer exists"
+                guard = J.c.worker == r.worker
+            else:
+                continue
+            lost.append((r, reason, guard))
+        if not lost:
+            return []
+        moved = []
+        with self._guard(), self._write.begin() as c:
+            for r, reason, guard in lost:  # the guards: still the same claim, still lost
+                if self._lose(c, r.id, r.attempts, reason, max_attempts, guard, J.c.attempts == r.attempts):
                     moved.append(r.id)
         return moved
 
