@@ -211,6 +211,20 @@ def test_a_worker_at_its_time_limit_requeues_itself_until_the_suite_is_done(tmp_
     assert metric_table(url) == metric_table(f"sqlite:///{tmp_path / 'local' / 'r.sqlite'}")
 
 
+def test_a_cancelled_worker_gives_its_job_back_and_stays_cancelled(tmp_path, cluster):
+    """A plain `scancel`: the jobs go back to the queue, and the Slurm job does not requeue itself."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    suite = write_suite(tmp_path / "long.toml", name="long", images=512, epochs=50)
+    jobs = submit(tmp_path, suite, url, slurm_profile(tmp_path), BENCH_FAULT="net=slow")
+    poll(lambda: epochs_done(url) >= 1, 300, "epoch 1 in the Slurm job")
+    slurm("scancel", jobs[0])
+    info = wait_for_slurm(tmp_path, jobs, 120)[jobs[0]]
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", f"{info}\n{worker_logs(tmp_path)}"
+    with Store(url) as s:
+        job = s.jobs_frame().iloc[0]
+    assert job.state == "queued" and job.attempts == 0 and job.epochs_done >= 1
+
+
 def test_a_preempted_worker_gives_its_job_back_and_requeues_itself(tmp_path, cluster):
     """SIGTERM from `scancel --signal=TERM` (what a preemption sends) mid-job: the same as the time
     limit. The job resumes in the requeued allocation and finishes once."""

@@ -26,6 +26,7 @@ lifetime, 2 minutes by default, before it may start again).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,13 @@ def slurm_job_id(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get("SLURM_JOB_ID") or None
 
 
+def slurm_job_state(job: str) -> str:
+    """Slurm's state of ``job`` (RUNNING, COMPLETING...), "" if scontrol cannot tell."""
+    result = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=60)
+    match = re.search(r"\bJobState=(\S+)", result.stdout)
+    return match.group(1) if match else ""
+
+
 def queued_jobs(db_url: str, suites: Sequence[str]) -> int:
     from benchmark.store import Store
 
@@ -94,11 +102,11 @@ class SlurmWorker:
         while worker.poll() is None:  # poll, not wait(): the handler may call poll() meanwhile
             time.sleep(0.5)
         code = worker.returncode
-        if code == 0:
-            return "bench worker: the queue is empty"
-        if code not in [128 + s for s in STOP_SIGNALS] + [-s for s in STOP_SIGNALS]:
+        if code not in [0] + [128 + s for s in STOP_SIGNALS] + [-s for s in STOP_SIGNALS]:
             raise RuntimeError(f"bench worker exited with code {code}; see its output above")
-        return self._requeue()
+        message = self._requeue() if code else "bench worker: the queue is empty"
+        print(message, flush=True)  # in the Slurm job's stdout, beside the worker's
+        return message
 
     def _requeue(self) -> str:
         job = slurm_job_id()
@@ -108,15 +116,20 @@ class SlurmWorker:
             return f"bench worker stopped outside Slurm; {queued} job(s) queued"
         if queued == 0:
             return "bench worker stopped; no queued job is left"
+        # Only a job Slurm still runs: warned before its time limit (SIGUSR2), or signalled by a
+        # preemption / `scancel --signal=TERM`. A job Slurm is already ending (COMPLETING: a plain
+        # `scancel`, or the limit passed before the worker had stopped) stays ended: scontrol would
+        # requeue even a cancelled job.
+        state = slurm_job_state(job)
+        if state != "RUNNING":
+            return f"Slurm job {job} is ending ({state or 'state unknown'}): not requeued; {queued} job(s) queued"
         if restarts >= self.requeues:
             raise RuntimeError(f"bench worker stopped with {queued} job(s) still queued after {restarts} requeue(s), "
                                f"the profile's [slurm] requeues: submit again with the same `bench run`")
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
         if result.returncode:
             raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
-        message = f"requeued Slurm job {job} ({restarts + 1} of at most {self.requeues}): {queued} job(s) queued"
-        print(message, flush=True)
-        return message
+        return f"requeued Slurm job {job} ({restarts + 1} of at most {self.requeues}): {queued} job(s) queued"
 
 
 def profile_overrides(profile: RunnerProfile) -> dict[str, Any]:
