@@ -55,7 +55,7 @@ from .schema import (
     utcnow,
 )
 
-_CLAIM_BATCH = 16  # candidates read per round; losing all of them to other workers means re-read
+_CLAIM_BATCH = 16  # SQLite: candidates read per round; losing all of them to other workers means re-read
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,14 @@ class Store:
                   job_id: int | None = None, exclude: Collection[int] = ()) -> JobRecord | None:
         """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given; none of
         ``exclude``) for ``worker`` on ``device``, or None when there is none. Compare-and-set: the
-        UPDATE only succeeds while the job is still queued, so two workers never get the same job."""
+        UPDATE only succeeds while the job is still queued, so two workers never get the same job.
+
+        On PostgreSQL (many nodes claiming at once) the job is picked inside the claiming transaction,
+        skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``, the PostgreSQL manual's queue
+        idiom): N workers no longer race for the same oldest job, where N-1 lost. At 32-64 workers this
+        doubled claims/s and cut the p99 claim latency ~9x (benchmarks/queue_scale.py, README).
+        On SQLite (one host, one writer at a time) candidates are read outside the write lock and
+        taken one compare-and-set at a time: fewer statements per claim, which measured faster there."""
         q = select(J.c.id).where(J.c.state == QUEUED)
         if job_id is not None:
             q = q.where(J.c.id == job_id)
@@ -284,21 +291,27 @@ class Store:
             q = q.where(J.c.id.not_in(list(exclude)))
         if suites is not None:
             q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
-        q = q.order_by(J.c.id).limit(_CLAIM_BATCH)
+        q = q.order_by(J.c.id)
+        take = dict(state=RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
+                    started_at=utcnow(), heartbeat_at=utcnow(), finished_at=None)
         with self._guard():
             while True:
                 with self._engine.connect() as c:
-                    candidates = list(c.execute(q).scalars())
+                    candidates = list(c.execute(q.limit(_CLAIM_BATCH)).scalars())
                 if not candidates:
                     return None
+                if self.dialect == "postgresql":
+                    with self._write.begin() as c:
+                        jid = c.execute(q.limit(1).with_for_update(skip_locked=True)).scalar()
+                        won = jid is not None and c.execute(
+                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(**take)).rowcount == 1
+                    if won:
+                        return self.get_job(jid)
+                    continue  # every queued row was being claimed: look again
                 for jid in candidates:
                     with self._write.begin() as c:
-                        won = c.execute(
-                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(
-                                state=RUNNING, worker=worker, device=device,
-                                attempts=J.c.attempts + 1, started_at=utcnow(),
-                                heartbeat_at=utcnow(), finished_at=None)
-                        ).rowcount == 1
+                        won = c.execute(update(J).where(J.c.id == jid, J.c.state == QUEUED)
+                                        .values(**take)).rowcount == 1
                     if won:
                         return self.get_job(jid)
 
