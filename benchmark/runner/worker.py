@@ -15,9 +15,9 @@ One ``Worker`` is one ``bench worker`` (or the working half of ``bench run``). I
    at once, others once their heartbeat is ``stale_timeout`` old.
 
 It stops when the queue is empty and its children are done (``wait``: polls forever). The first
-SIGINT/SIGTERM/SIGUSR2 stops taking jobs and asks every child to stop (SIGTERM: each stops at its next step,
-keeps its last epoch checkpoint, gives its job back without spending the attempt); the worker waits
-for them. A second Ctrl-C kills the children at once; their jobs are given back too.
+SIGINT/SIGTERM (or SIGUSR2, Slurm's time-limit warning) stops taking jobs and asks every child to
+stop (SIGTERM: each stops at its next step, keeps its last epoch checkpoint, gives its job back
+without spending the attempt); the worker waits for them. A second Ctrl-C kills the children at once; their jobs are given back too.
 """
 from __future__ import annotations
 
