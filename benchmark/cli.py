@@ -248,7 +248,7 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
     frame = status_frame(store, list(suites) or None)
     if fmt == "json":
         columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
-                   "attempts", "worker", "device", "key", "error", "code_version"]
+                   "attempts", "worker", "slurm_job", "device", "key", "error", "code_version"]
         records = json.loads(frame[columns].to_json(orient="records"))
         for rec, env in zip(records, frame["environment"]):
             rec["environment"] = json.loads(env) if isinstance(env, str) else None

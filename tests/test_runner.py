@@ -1,5 +1,6 @@
 """The runner: profiles, devices and slots, jobs in their own processes, crashes, signals, several
-workers on one SQLite file, and `bench status`.
+workers on one SQLite file (and PostgreSQL database, where BENCH_TEST_POSTGRES_URL gives one), and
+`bench status`.
 
 Every test runs real `bench worker` / `bench run` processes on tiny jobs (synthetic data, depth 8,
 a few iterations per epoch, one CPU thread). GPUs are faked with BENCH_FAKE_GPUS; BENCH_FAULT
@@ -25,6 +26,10 @@ from benchmark.store.store import _pid_alive  # the check the store uses to spot
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "images_per_second"}
+# The tests that share one queue between processes also run on PostgreSQL when it is given (as the
+# store tests do): that is the database several Slurm nodes share.
+PG_URL = os.environ.get("BENCH_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 SUITE = """
 [suite]
@@ -138,6 +143,21 @@ def assert_complete(url: str, epochs: int) -> None:
         assert len(rows) == epochs * len(names)
 
 
+@pytest.fixture(params=BACKENDS)
+def url(request, tmp_path) -> str:
+    """A fresh database at the newest schema: a SQLite file, or the emptied PostgreSQL test database.
+    Created here, so a test polling it never races a worker that creates it."""
+    if request.param == "postgresql":
+        from test_store import drop_all
+
+        drop_all(PG_URL)
+        url = PG_URL
+    else:
+        url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    Store(url).close()
+    return url
+
+
 # ----------------------------------------------------------------------------------------------
 # Profiles and devices (no processes)
 
@@ -221,10 +241,9 @@ def test_claim_job_skips_excluded_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_four_workers_share_one_sqlite_file(tmp_path):
+def test_four_workers_share_one_database(tmp_path, url):
     """4 `bench worker` processes (as if on 4 hosts: each its own slot locks), 40 jobs, one SQLite
-    file: every job done exactly once, epochs 1..E once each, no locking error."""
-    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    file or PostgreSQL database: every job done exactly once, epochs 1..E once each, no locking error."""
     suite = write_suite(tmp_path / "many.toml", name="many", seeds=range(20), images=64,
                         entries={"plain": 'model = { shortcut = "none" }', "res": ""})
     from benchmark.suite import load_suite
@@ -325,12 +344,11 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_worker_killed_with_sigkill_mid_job_is_taken_over_and_finishes_identically(tmp_path, reference):
-    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+def test_worker_killed_with_sigkill_mid_job_is_taken_over_and_finishes_identically(tmp_path, url, reference):
     suite = write_suite(tmp_path / "one.toml", name="one", images=256, epochs=3)
     profile = write_profile(tmp_path)
     first = start(tmp_path, "run", suite, "--db", url, "--runner", profile, BENCH_FAULT="net=slow@2")
-    wait_until(lambda: Path(tmp_path / "r.sqlite").exists() and epochs_done(url) >= 1, what="epoch 1")
+    wait_until(lambda: epochs_done(url) >= 1, what="epoch 1")
     first.kill()
     first.wait()
     with Store(url) as s:

@@ -252,6 +252,29 @@ def test_requeue_old_heartbeat_by_database_clock(store):
     assert store.requeue_stale(timeout_s=0) == [fresh.id]
 
 
+def test_requeue_stale_writes_only_when_it_finds_a_lost_job(store, monkeypatch):
+    """Every worker calls it every heartbeat tick: a write transaction each time would take SQLite's
+    database-wide write lock, which every claim and epoch of every worker waits for."""
+    store.register_suite(make_suite(n=3))
+    lost = store.claim_job("otherhost:1", "cpu")
+    store.claim_job("otherhost:2", "cpu")
+    store.claim_job(me(), "cpu")  # this host, alive
+    writes = []
+    real = store._write
+
+    class Counting:
+        def begin(self):
+            writes.append(1)
+            return real.begin()
+
+    monkeypatch.setattr(store, "_write", Counting())
+    assert store.requeue_stale(timeout_s=3600) == [] and writes == []
+    monkeypatch.setattr(store, "_write", real)
+    set_heartbeat(store, lost.id, "2000-01-01 00:00:00")
+    monkeypatch.setattr(store, "_write", Counting())
+    assert store.requeue_stale(timeout_s=3600) == [lost.id] and len(writes) == 1
+
+
 def test_requeue_gives_up_after_max_attempts(store):
     store.register_suite(make_suite(n=1))
     for attempt in (1, 2, 3):

@@ -48,6 +48,13 @@ class SlurmOptions:
     log_dir: str = "db/slurm"  # submitit's folder: scripts, stdout/stderr of each Slurm job
     extra: Mapping[str, Any] = field(default_factory=dict)  # more sbatch options, as submitit passes them
     executor: str = "slurm"  # test hook: "local" runs the workers as local processes (submitit's LocalExecutor)
+    # Seconds before the time limit when Slurm tells the workers to stop (SIGUSR2): each job stops at its
+    # next step, keeps its last epoch checkpoint and goes back to the queue. Slurm looks at its jobs' time
+    # only every 30 s, so the signal comes 0-30 s earlier than this, and the kill up to 30 s later.
+    signal_delay: int = 120
+    # How many times each worker requeues itself (scontrol requeue: same job id, back in Slurm's queue)
+    # after its time limit or a preemption while queued jobs remain; 0: never (resubmit by hand).
+    requeues: int = 10
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,8 @@ SLURM_RULES: dict[str, tuple[str, Any]] = {
     "log_dir": _STR,
     "extra": ("a table of sbatch options", lambda v: isinstance(v, dict)),
     "executor": ('"slurm" or "local" (a test hook)', lambda v: v in ("slurm", "local")),
+    "signal_delay": _POSITIVE_INT,
+    "requeues": _NON_NEG_INT,
 }
 
 

@@ -37,7 +37,8 @@ def _text(value) -> str:
 
 def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFrame:
     """``jobs_frame`` plus ``epochs`` (the schedule's total), ``test_error`` (of the last recorded
-    epoch) and ``eta_s`` (for running and queued jobs: seconds per epoch so far x epochs left)."""
+    epoch), ``eta_s`` (for running and queued jobs: seconds per epoch so far x epochs left) and
+    ``slurm_job`` (the Slurm job that ran it last, or NaN)."""
     jobs = store.jobs_frame(suites)
     metrics = store.metrics_frame(suites, names=["test_error", "seconds", "iterations"])
     metrics = metrics[metrics.epoch >= 1]
@@ -65,6 +66,8 @@ def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFr
         else:
             eta.append(float("nan"))
     jobs["eta_s"] = eta
+    # the Slurm job ("<array>_<index>") of the job's last worker, which carries it in its name
+    jobs["slurm_job"] = jobs.worker.str.extract(r":slurm=([\w.-]+)", expand=False)
     return jobs
 
 
@@ -75,6 +78,9 @@ def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
         table.add_column(name, no_wrap=True, min_width=len(name))
     for name in ("seed", "state", "epochs", "test err", "ETA", "tries"):
         table.add_column(name, no_wrap=True)
+    slurm = bool(frame.slurm_job.notna().any()) if "slurm_job" in frame else False
+    if slurm:
+        table.add_column("slurm job", no_wrap=True)
     table.add_column("worker", overflow="ellipsis")
     table.add_column("device", no_wrap=True)
     for row in frame.itertuples():
@@ -83,9 +89,10 @@ def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
         eta = "" if math.isnan(row.eta_s) else _duration(row.eta_s)
         orphan = " (orphan)" if "orphaned_at" in frame.columns and not pd.isna(row.orphaned_at) else ""
         # Suite-provided text is escaped: a label like "[red]x[/red]" or "[/]" is shown, not parsed.
-        table.add_row(escape(row.suite), escape(row.label), str(row.seed),
-                      f"[{STATE_STYLE[row.state]}]{row.state}{orphan}", epochs, err, eta, str(row.attempts),
-                      escape(_text(row.worker)), escape(_text(row.device)))
+        cells = [escape(row.suite), escape(row.label), str(row.seed), f"[{STATE_STYLE[row.state]}]{row.state}{orphan}",
+                 epochs, err, eta, str(row.attempts)] + ([_text(row.slurm_job)] if slurm else []) \
+            + [escape(_text(row.worker)), escape(_text(row.device))]
+        table.add_row(*cells)
     return table
 
 

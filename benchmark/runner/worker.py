@@ -15,9 +15,9 @@ One ``Worker`` is one ``bench worker`` (or the working half of ``bench run``). I
    at once, others once their heartbeat is ``stale_timeout`` old.
 
 It stops when the queue is empty and its children are done (``wait``: polls forever). The first
-SIGINT/SIGTERM stops taking jobs and asks every child to stop (SIGTERM: each stops at its next step,
-keeps its last epoch checkpoint, gives its job back without spending the attempt); the worker waits
-for them. A second Ctrl-C kills the children at once; their jobs are given back too.
+SIGINT/SIGTERM (or SIGUSR2, Slurm's time-limit warning) stops taking jobs and asks every child to
+stop (SIGTERM: each stops at its next step, keeps its last epoch checkpoint, gives its job back
+without spending the attempt); the worker waits for them. A second Ctrl-C kills the children at once; their jobs are given back too.
 """
 from __future__ import annotations
 
@@ -41,9 +41,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
 from benchmark.runner.job import JobOptions
 from benchmark.runner.profile import RunnerProfile
+from benchmark.runner.slurm import slurm_job_id
 from benchmark.store import DIVERGED, FAILED, FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
 
 LOG_TAIL_CHARS = 1500
+# SIGUSR2: Slurm's warning before the time limit (see runner/slurm.py); it stops the worker like SIGTERM
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def _context():
@@ -54,7 +57,16 @@ def _context():
         ctx.set_forkserver_preload(["benchmark.runner.child", "benchmark.runner.worker"])
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()  # it imports torch while this process looks at the queue
+        # Slurm signals every process of a job step (SIGUSR2 before the time limit): the fork server and
+        # the jobs it forks inherit "ignore" (kept across exec); only the worker acts on it, and stops
+        # its jobs with SIGTERM.
+        ignore = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN) if ignore else None
+        try:
+            forkserver.ensure_running()  # it imports torch while this process looks at the queue
+        finally:
+            if ignore:
+                signal.signal(signal.SIGUSR2, previous)
         return ctx
     return mp.get_context("spawn")
 
@@ -150,6 +162,8 @@ class Worker:
         self.checkpoints = profile.checkpoint_folder(store.url, store.database_id)
         self.logs = profile.log_folder(self.checkpoints)
         self.host = socket.gethostname()
+        slurm = slurm_job_id()  # in the workers' names, so `bench status` shows each job's Slurm job
+        self.name_tail = f":slurm={slurm}" if slurm else ""
         self.running: list[Running] = []
         self.outcomes: Counter = Counter()
         self.tried: set[int] = set()  # jobs paused by max_epochs: not taken again in this call
@@ -173,7 +187,7 @@ class Worker:
                            f"{self.threads} CPU thread(s) per job", highlight=False)
         previous = {}
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         next_stale = next_overall = next_poll = 0.0
         try:
             with self.progress:
@@ -249,7 +263,7 @@ class Worker:
             slot = self.pool.acquire()
             if slot is None:
                 return
-            worker = f"{self.host}:{os.getpid()}:{slot.name}"
+            worker = f"{self.host}:{os.getpid()}:{slot.name}{self.name_tail}"
             try:
                 job = self.store.claim_job(worker, slot.device.name, self.suites, exclude=self.tried)
             except BaseException:

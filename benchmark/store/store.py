@@ -64,7 +64,7 @@ class SuiteConflict(UserError):
     """A suite name is registered with other jobs than the text being registered under it."""
 
 
-_CLAIM_BATCH = 16  # candidates read per round; losing all of them to other workers means re-read
+_CLAIM_BATCH = 16  # SQLite: candidates read per round; losing all of them to other workers means re-read
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,14 @@ class Store:
                   job_id: int | None = None, exclude: Collection[int] = ()) -> JobRecord | None:
         """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given; none of
         ``exclude``) for ``worker`` on ``device``, or None when there is none. Compare-and-set: the
-        UPDATE only succeeds while the job is still queued, so two workers never get the same job."""
+        UPDATE only succeeds while the job is still queued, so two workers never get the same job.
+
+        On PostgreSQL (many nodes claiming at once) the job is picked inside the claiming transaction,
+        skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``, the PostgreSQL manual's queue
+        idiom): N workers no longer race for the same oldest job, where N-1 lost. At 32-64 workers this
+        doubled claims/s and cut the p99 claim latency ~9x (benchmarks/queue_scale.py, README).
+        On SQLite (one host, one writer at a time) candidates are read outside the write lock and
+        taken one compare-and-set at a time: fewer statements per claim, which measured faster there."""
         q = select(J.c.id).where(J.c.state == QUEUED, J.c.orphaned_at.is_(None))
         if job_id is not None:
             q = q.where(J.c.id == job_id)
@@ -334,21 +341,27 @@ class Store:
             q = q.where(J.c.id.not_in(list(exclude)))
         if suites is not None:
             q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
-        q = q.order_by(J.c.id).limit(_CLAIM_BATCH)
+        q = q.order_by(J.c.id)
+        take = dict(state=RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
+                    started_at=utcnow(), heartbeat_at=utcnow(), finished_at=None)
         with self._guard():
             while True:
                 with self._engine.connect() as c:
-                    candidates = list(c.execute(q).scalars())
+                    candidates = list(c.execute(q.limit(_CLAIM_BATCH)).scalars())
                 if not candidates:
                     return None
+                if self.dialect == "postgresql":
+                    with self._write.begin() as c:
+                        jid = c.execute(q.limit(1).with_for_update(skip_locked=True)).scalar()
+                        won = jid is not None and c.execute(
+                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(**take)).rowcount == 1
+                    if won:
+                        return self.get_job(jid)
+                    continue  # every queued row was being claimed: look again
                 for jid in candidates:
                     with self._write.begin() as c:
-                        won = c.execute(
-                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(
-                                state=RUNNING, worker=worker, device=device,
-                                attempts=J.c.attempts + 1, started_at=utcnow(),
-                                heartbeat_at=utcnow(), finished_at=None)
-                        ).rowcount == 1
+                        won = c.execute(update(J).where(J.c.id == jid, J.c.state == QUEUED)
+                                        .values(**take)).rowcount == 1
                     if won:
                         return self.get_job(jid)
 
@@ -443,23 +456,36 @@ class Store:
         'failed' once it has been claimed ``max_attempts`` times. Returns the ids of the jobs
         moved (requeued or failed)."""
         host = socket.gethostname()
-        moved = []
-        with self._guard(), self._write.begin() as c:
+        # Read first, write only what is found: nearly every call (each worker, every heartbeat tick)
+        # finds nothing, and on SQLite a write transaction takes the one database-wide write lock
+        # (BEGIN IMMEDIATE) that every claim, heartbeat and epoch of every worker waits for.
+        # Only stale jobs and this host's jobs are read (a dead local pid is checked here).
+        with self._guard(), self._engine.connect() as c:
             now = c.execute(select(utcnow())).scalar_one()
             cutoff = now - timedelta(seconds=timeout_s)
-            running = c.execute(select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
-                                .where(J.c.state == RUNNING).order_by(J.c.id)).all()
-            for r in running:
-                if r.heartbeat_at is None or r.heartbeat_at < cutoff:
-                    reason = (f"worker {r.worker} lost: no heartbeat for more than {timeout_s:g} s "
-                              f"(last at {r.heartbeat_at} UTC)")
-                    guard = (J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff),)
-                elif dead_local_worker(r.worker, host):
-                    reason = f"worker {r.worker} lost: its process no longer exists"
-                    guard = (J.c.worker == r.worker,)
-                else:
-                    continue
-                if self._lose(c, r.id, r.attempts, reason, max_attempts, *guard):
+            running = c.execute(
+                select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
+                .where(J.c.state == RUNNING, J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
+                       | J.c.worker.like(f"{host}:%"))
+                .order_by(J.c.id)).all()
+        lost = []
+        for r in running:
+            if r.heartbeat_at is None or r.heartbeat_at < cutoff:
+                reason = (f"worker {r.worker} lost: no heartbeat for more than {timeout_s:g} s "
+                          f"(last at {r.heartbeat_at} UTC)")
+                guard = J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
+            elif dead_local_worker(r.worker, host):
+                reason = f"worker {r.worker} lost: its process no longer exists"
+                guard = J.c.worker == r.worker
+            else:
+                continue
+            lost.append((r, reason, guard))
+        if not lost:
+            return []
+        moved = []
+        with self._guard(), self._write.begin() as c:
+            for r, reason, guard in lost:  # the guards: still the same claim, still lost
+                if self._lose(c, r.id, r.attempts, reason, max_attempts, guard, J.c.attempts == r.attempts):
                     moved.append(r.id)
         return moved
 
