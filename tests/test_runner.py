@@ -148,7 +148,7 @@ def url(request, tmp_path) -> str:
     """A fresh database at the newest schema: a SQLite file, or the emptied PostgreSQL test database.
     Created here, so a test polling it never races a worker that creates it."""
     if request.param == "postgresql":
-        from test_store import drop_all
+        from conftest import drop_all
 
         drop_all(PG_URL)
         url = PG_URL

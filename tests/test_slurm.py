@@ -20,7 +20,7 @@ import pytest
 
 from benchmark.store import Store
 from test_runner import ROOT, bench_cmd, env, finish, metric_table, write_profile, write_suite
-from test_store import drop_all
+from conftest import drop_all
 
 SLURM_CONF = os.environ.get("BENCH_TEST_SLURM_CONF")
 PG_URL = os.environ.get("BENCH_TEST_POSTGRES_URL")
