@@ -14,6 +14,7 @@ import pytest
 from benchmark.report.aggregate import summarize
 from benchmark.report.api import write_reports
 from benchmark.report.render import md_escape, render_markdown, tex_escape
+from benchmark.report.style import VECTOR_FORMATS, FigureStyle
 from benchmark.report.synthetic import fake_jobs, fake_metrics, make_suite
 from benchmark.suite_types import Claim, Published
 
@@ -43,7 +44,8 @@ def evil_results():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    paths = write_reports([evil_results()], out, ["markdown", "html", "csv", "latex", "json"])
+    paths = write_reports([evil_results()], out, ["markdown", "html", "csv", "latex", "json"],
+                          style=FigureStyle(vector=VECTOR_FORMATS))
     return out, paths
 
 
@@ -51,8 +53,7 @@ def test_every_format_is_written(written):
     out, paths = written
     names = {p.relative_to(out).as_posix() for p in paths}
     assert {"toy.md", "toy.html", "toy.csv", "toy.tex", "toy.json"} <= names
-    assert {"figures/toy-errors.png", "figures/toy-errors.svg", "figures/toy-scales.png",
-            "figures/toy-scales.svg"} <= names
+    assert {f"figures/toy-{name}.{ext}" for name in ("errors", "table", "scales") for ext in ("png", "svg", "pdf")} <= names
     for p in paths:
         assert p.stat().st_size > 0
     assert (out / "figures/toy-errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -71,6 +72,7 @@ def test_markdown_escapes_and_links_figures(written):
     assert "res\\|net&lt;b&gt;-20" in md
     assert "running" in md  # resnet-20 has a running seed: a state, not a number
     assert "![" in md and "(figures/toy-errors.png)" in md and "(figures/toy-errors.svg)" in md
+    assert "[PDF](figures/toy-table.pdf)" in md
     assert "Reported epoch: final epoch" in md
     assert "≈ 9.5 (chart reading)" in md and "8.5 (best of 5; 8.7±0.2)" in md
     assert md_escape("a|b\nc") == "a\\|b c"
@@ -144,7 +146,7 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
     m = re.search(r'<pre id="probe">(.*?)</pre>', dom)
     assert m, f"no probe output in the DOM Chromium dumped:\n{dom[:2000]}"
     seen = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
-    assert seen["tables"] == 2 and seen["rows"] == 3  # resnet-20: best of 5 and the printed mean ± std
-    assert seen["imgs"] == 2 and seen["decoded"] == 2
+    assert seen["tables"] == 2 and seen["rows"] == 3  # resnet-20 twice (best of 5, mean ± std) and one more cell
+    assert seen["imgs"] == 3 and seen["decoded"] == 3  # error curves, the table as a figure, α / τ
     assert seen["scripts"] == 1  # only the probe: the suite's "<script>" title stayed text
     assert seen["title"] == EVIL_TITLE
