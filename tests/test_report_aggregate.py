@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.config import RuntimeConfig
 from benchmark.report.aggregate import (
     ReportError,
     cell_state,
@@ -188,3 +189,15 @@ def test_published_text_kinds():
         "4.92 (median of 5; 4.89±0.14)"
     assert published_text(Published("r", 13.5, kind="chart_reading")) == "≈ 13.5 (chart reading)"
     assert published_text(Published("r", 11, kind="derived", approx=True)) == "≈ 11 (derived)"
+
+
+def test_protocol_notes_always_show_a_runtime_other_than_fp32_nchw():
+    """bf16 changes the numbers and the papers trained in fp32: every cell says so, even a shared one."""
+    suite = make_suite(depths=(20, 32), seeds=(0,), families=("resnet",))
+    fast = RuntimeConfig(channels_last=True, precision="bf16")
+    jobs = tuple(replace(j, spec=replace(j.spec, runtime=fast)) for j in suite.jobs)
+    notes = protocol_notes(replace(suite, jobs=jobs))
+    assert notes == {"resnet-20": "channels_last=True; precision=bf16", "resnet-32": "channels_last=True; precision=bf16"}
+    one = protocol_notes(replace(suite, jobs=jobs[:1]))
+    assert one == {"resnet-20": "channels_last=True; precision=bf16"}
+    assert protocol_notes(suite) == {"resnet-20": "", "resnet-32": ""}
