@@ -90,6 +90,9 @@ def _runner_options(f):
                      help="jobs sharing one GPU [default: the profile's, 1]"),
         click.option("--workers", type=click.IntRange(min=1), default=None,
                      help="concurrent jobs on the CPU [default: the profile's, 1]"),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="torch CPU threads per job [default: the profile's; 0 there: (cores - 1) // concurrent "
+                          "jobs, at least 1]. On a CPU the thread count changes the last bits of the results"),
         click.option("--data-dir", default=None, type=click.Path(file_okay=False),
                      help="folder holding cifar-10-batches-py/ etc. [default: $BENCH_DATA, else ~/.cache/bench/data]"),
         click.option("--max-epochs", type=click.IntRange(min=1), default=None,

@@ -153,9 +153,8 @@ def train(
                              100.0 * wrong_total / seen))
             if should_stop():
                 return TrainResult("stopped", state.epoch, state.history)
+        train_loss = loss_sum.item() / max(seen, 1)  # waits for the device: the clock reads after the work
         train_seconds = time.perf_counter() - t0
-
-        train_loss = loss_sum.item() / max(seen, 1)
         metrics = {
             "train_loss": train_loss,
             "train_error": 100.0 * wrong.item() / max(seen, 1),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmark.config import RuntimeConfig
 from benchmark.report.aggregate import (
     ReportError,
     cell_state,
@@ -229,3 +230,15 @@ def test_a_quick_suite_is_plumbing_only(suite):
     res = summarize(replace(suite, quick=True), fake_jobs(suite), values_for(suite))
     assert {r["verdict"] for r in res.records} == {"plumbing"}
     assert res.claims[0][1].verdict == "plumbing"
+
+
+def test_protocol_notes_always_show_a_runtime_other_than_fp32_nchw():
+    """bf16 changes the numbers and the papers trained in fp32: every cell says so, even a shared one."""
+    suite = make_suite(depths=(20, 32), seeds=(0,), families=("resnet",))
+    fast = RuntimeConfig(channels_last=True, precision="bf16")
+    jobs = tuple(replace(j, spec=replace(j.spec, runtime=fast)) for j in suite.jobs)
+    notes = protocol_notes(replace(suite, jobs=jobs))
+    assert notes == {"resnet-20": "channels_last=True; precision=bf16", "resnet-32": "channels_last=True; precision=bf16"}
+    one = protocol_notes(replace(suite, jobs=jobs[:1]))
+    assert one == {"resnet-20": "channels_last=True; precision=bf16"}
+    assert protocol_notes(suite) == {"resnet-20": "", "resnet-32": ""}

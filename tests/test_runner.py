@@ -188,6 +188,26 @@ def test_profiles_in_runners_load_and_mistakes_name_file_key_and_allowed(tmp_pat
     assert result.exit_code == 2 and "jobs_per_devise" in result.output and "Traceback" not in result.output
 
 
+def test_cpu_threads_leave_a_core_free_unless_the_profile_or_flag_says_otherwise(tmp_path):
+    from benchmark.runner.profile import job_threads, usable_cores
+
+    assert job_threads(0, 1, cores=2) == 1  # this project's 2-core machine: one core for the rest
+    assert job_threads(0, 2, cores=2) == 1
+    assert job_threads(0, 1, cores=16) == 15 and job_threads(0, 4, cores=16) == 3
+    assert job_threads(0, 3, cores=1) == 1
+    assert job_threads(3, 4, cores=2) == 3  # the profile's (or --threads') value wins
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+    # --threads reaches the profile, and a submitted Slurm worker gets it as a flag
+    from benchmark.runner.slurm import profile_overrides, worker_command
+
+    path = ROOT / "runners" / "slurm.toml"
+    overrides = profile_overrides(load_profile(path).override(threads=2))
+    assert overrides == {"threads": 2}
+    assert worker_command("sqlite:////x.sqlite", str(path), ["s"], overrides)[-2:] == ["--threads", "2"]
+    result = CliRunner().invoke(main, ["worker", "--threads", "0", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}"])
+    assert result.exit_code == 2 and "--threads" in result.output
+
+
 def test_discovery_honours_fake_gpus_and_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("BENCH_FAKE_GPUS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmark.cli import main
+from benchmark.config import RuntimeConfig
 from benchmark.suite import SuiteError, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +200,5 @@ def test_smoke_suite_shape():
     assert set(suite.labels) == {"plain-8", "plain-14", "resnet-8", "resnet-14"}
     assert {j.seed for j in suite.jobs} == {0, 1}
     assert all(j.spec.data.dataset == "synthetic" for j in suite.jobs)
+    # the runtime its expected values were made with: changing it means regenerating them
+    assert {j.spec.runtime for j in suite.jobs} == {RuntimeConfig(channels_last=True, precision="bf16")}

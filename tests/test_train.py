@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from benchmark.config import DataConfig, JobSpec, ModelConfig, OptimConfig, ScheduleConfig
+from benchmark.config import DataConfig, JobSpec, ModelConfig, OptimConfig, RuntimeConfig, ScheduleConfig
 from benchmark.train import CheckpointError, _length, _lr, _optimizer, _State, train
 from benchmark.models import build_model
 
@@ -46,6 +46,17 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     assert rest.status == "done"
     assert replayed == [1, 2, 3]  # epoch 1 is replayed to the store (idempotent upsert), then 2 and 3
     assert deterministic(rest.history) == deterministic(straight.history)
+
+
+def test_bf16_channels_last_is_deterministic_and_resumes_exactly(tmp_path):
+    """The smoke suite's runtime (the CI gate compares its numbers exactly on one machine)."""
+    fast = replace(TINY, runtime=RuntimeConfig(channels_last=True, precision="bf16"))
+    straight = train(fast)
+    assert deterministic(straight.history) == deterministic(train(fast).history)
+    assert deterministic(straight.history) != deterministic(train(TINY).history)  # bf16 moves the numbers
+    ckpt = tmp_path / "job.pt"
+    assert train(fast, checkpoint=ckpt, max_epochs=2).status == "stopped"
+    assert deterministic(train(fast, checkpoint=ckpt).history) == deterministic(straight.history)
 
 
 def test_should_stop_leaves_last_epoch_checkpoint(tmp_path):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from benchmark.config import RuntimeConfig
 from benchmark.errors import UserError
 from benchmark.report.claims import (
     ClaimPending,
@@ -50,6 +51,10 @@ SELECT_TEXT = {
 
 # Config fields that never count as a protocol difference: the label already says them.
 _NOT_PROTOCOL = {"seed", "model.depth", "model.stages", "model.num_classes"}
+# The runtime can change the numbers (bf16 autocast does; on a CPU even channels_last moves the last
+# bits), and the papers trained in fp32: a cell run at anything but these defaults says so in its
+# protocol column even when every cell of the suite shares it.
+_RUNTIME_DEFAULTS = {f"runtime.{k}": v for k, v in asdict(RuntimeConfig()).items()}
 
 
 class ReportError(UserError, ValueError):
@@ -199,16 +204,17 @@ def _fmt_value(v: Any) -> str:
 
 def protocol_notes(suite: Suite) -> dict[str, str]:
     """label -> "field=value; ..." for the config fields where a cell departs from the suite's
-    usual value (the most common one across cells; ties go to the first cell)."""
+    usual value (the most common one across cells; ties go to the first cell), then the runtime
+    fields where it departs from the defaults (fp32, NCHW, eager)."""
     first: dict[str, dict[str, Any]] = {}
     for j in suite.jobs:
         if j.label not in first:  # not setdefault: flattening every seed's spec costs 0.1 s per 200 jobs
             first[j.label] = _flatten(j.spec.to_dict())
-    if len(first) < 2:
-        return {label: "" for label in first}
-    keys = [k for k in next(iter(first.values())) if k not in _NOT_PROTOCOL]
-    leaf_count = Counter(k.rsplit(".", 1)[-1] for k in keys)
     notes: dict[str, list[str]] = {label: [] for label in first}
+    keys = [k for k in next(iter(first.values()), {}) if k not in _NOT_PROTOCOL and k not in _RUNTIME_DEFAULTS]
+    if len(first) < 2:
+        keys = []  # one cell departs from nothing
+    leaf_count = Counter(k.rsplit(".", 1)[-1] for k in keys)
     for k in keys:
         vals = [cfg.get(k) for cfg in first.values()]
         if len(set(map(repr, vals))) == 1:
@@ -221,6 +227,9 @@ def protocol_notes(suite: Suite) -> dict[str, str]:
         for label, cfg in first.items():
             if repr(cfg.get(k)) != usual:
                 notes[label].append(f"{name}={_fmt_value(cfg.get(k))}")
+    for label, cfg in first.items():
+        notes[label] += [f"{k.rsplit('.', 1)[-1]}={_fmt_value(cfg.get(k))}" for k, default in _RUNTIME_DEFAULTS.items()
+                         if cfg.get(k, default) != default]
     return {label: "; ".join(v) for label, v in notes.items()}
 
 

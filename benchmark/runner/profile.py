@@ -62,7 +62,7 @@ class RunnerProfile:
     devices: str = "auto"  # auto | cpu | "0,1" (CUDA indices as this process sees them)
     jobs_per_device: int = 1  # several small networks share one GPU
     workers: int = 1  # concurrent jobs when running on the CPU
-    threads: int = 0  # torch CPU threads per job; 0: the cores divided by the concurrent jobs
+    threads: int = 0  # torch CPU threads per job; 0: job_threads' rule, (cores - 1) // concurrent jobs
     heartbeat_seconds: float = 10.0
     stale_timeout: float = 120.0  # a running job with no heartbeat for this long goes back to the queue
     max_attempts: int = 3  # claims before a job that keeps crashing is marked failed
@@ -103,6 +103,30 @@ class RunnerProfile:
         if problems:
             raise RunnerProfileError("command line", problems)
         return replace(self, **given)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: Slurm (``--cpus-per-task``), cgroups' cpusets and ``taskset``
+    narrow the affinity mask, which ``os.cpu_count()`` ignores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def job_threads(threads: int, concurrent_jobs: int, cores: int | None = None) -> int:
+    """torch CPU threads per job: ``threads`` when the profile sets it, else ``(cores - 1) // jobs``, at
+    least 1: one core is left for the worker, the database and whatever else runs on the machine.
+
+    Why not all the cores: on this project's 2-core machine, a 2-thread job next to one other busy
+    process ran about 10x slower than a 1-thread job (OpenMP threads wait for their descheduled peer
+    at every parallel region; benchmarks/threads_speed.py, README "Speed"). On a CPU the thread count
+    also changes the last bits of the results (the reductions split differently), so it is a fixed
+    rule of the machine and the profile, never a guess from the current load, and every job records
+    it (environment ``cpu_threads``)."""
+    if threads:
+        return threads
+    return max(1, ((cores or usable_cores()) - 1) // max(1, concurrent_jobs))
 
 
 _POSITIVE_INT = ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)

@@ -47,7 +47,8 @@ class SlurmError(UserError, RuntimeError):
 
 # The profile keys `bench run` takes as flags, and the `bench worker` flag that sets each.
 OVERRIDE_FLAGS = {"devices": "--devices", "jobs_per_device": "--jobs-per-device", "workers": "--workers",
-                  "data_dir": "--data-dir", "max_epochs": "--max-epochs", "checkpoint_dir": "--checkpoint-dir"}
+                  "threads": "--threads", "data_dir": "--data-dir", "max_epochs": "--max-epochs",
+                  "checkpoint_dir": "--checkpoint-dir"}
 
 
 # Slurm's signals that mean "stop and come back later" (see the module's docstring).

@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from benchmark.runner.devices import Device, Slot, SlotPool, discover
 from benchmark.runner.job import JobOptions
-from benchmark.runner.profile import RunnerProfile
+from benchmark.runner.profile import RunnerProfile, job_threads
 from benchmark.runner.slurm import slurm_job_id
 from benchmark.store import DIVERGED, FAILED, FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
 
@@ -158,7 +158,7 @@ class Worker:
         self.devices = devices if devices is not None else discover(profile.devices)
         per_device = profile.workers if self.devices[0].kind == "cpu" else profile.jobs_per_device
         self.pool = SlotPool(self.devices, per_device, profile.lock_dir)
-        self.threads = profile.threads or max(1, (os.cpu_count() or 1) // self.pool.size)
+        self.threads = job_threads(profile.threads, self.pool.size)
         self.checkpoints = profile.checkpoint_folder(store.url, store.database_id)
         self.logs = profile.log_folder(self.checkpoints)
         self.host = socket.gethostname()

@@ -93,7 +93,7 @@ def git_version() -> dict[str, Any]:
 
 
 def environment(device: str | None = None) -> dict[str, Any]:
-    """torch / CUDA / cuDNN versions, GPU name (if CUDA), host, python, platform, git commit."""
+    """torch / CUDA / cuDNN versions, GPU name (if CUDA), torch CPU threads, host, python, platform, git commit."""
     env: dict[str, Any] = {
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -109,6 +109,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         env["gpu"] = None
+        env["cpu_threads"] = torch.get_num_threads()  # on a CPU the thread count changes the last bits
         try:
             if torch.cuda.is_available():
                 index = torch.device(device).index if device and device.startswith("cuda") else None
