@@ -334,3 +334,16 @@ def test_suite_text_is_escaped_in_html_latex_and_markdown():
     assert "<script>" not in tex and r"\textless{}script" in tex
     md = render_markdown(res, [], Path("."))
     assert "<script>" not in md
+
+
+def test_unusable_checkpoint_and_lock_folders_are_messages(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(suite_text())
+    blocked = tmp_path / "afile"
+    blocked.write_text("x")
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    result = bench("run", str(suite), "--db", url, "--checkpoint-dir", str(blocked / "ckpt"))
+    assert result.exit_code == 2 and "cannot create the folder" in result.output, result.output
+    (tmp_path / "p.toml").write_text(f'[runner]\nlock_dir = "{blocked / "locks"}"\n')
+    result = bench("run", str(suite), "--db", url, "--runner", str(tmp_path / "p.toml"))
+    assert result.exit_code == 2 and "lock folder" in result.output, result.output

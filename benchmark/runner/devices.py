@@ -131,7 +131,14 @@ class SlotPool:
         self.devices = list(devices)
         self.per_device = per_device
         self.lock_dir = Path(lock_dir)
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.lock_dir / f".probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise DeviceError(f"cannot use the device-slot lock folder {self.lock_dir} ({e.strerror or e}): "
+                              "set lock_dir in the runner profile to a writable folder") from None
 
     @property
     def size(self) -> int:

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
-from benchmark.runner.devices import Device, Slot, SlotPool, discover
+from benchmark.runner.devices import Device, DeviceError, Slot, SlotPool, discover
 from benchmark.runner.job import JobOptions
 from benchmark.runner.profile import RunnerProfile, job_threads
 from benchmark.runner.slurm import slurm_job_id
@@ -161,6 +161,12 @@ class Worker:
         self.threads = job_threads(profile.threads, self.pool.size)
         self.checkpoints = profile.checkpoint_folder(store.url, store.database_id)
         self.logs = profile.log_folder(self.checkpoints)
+        for folder, key in ((self.checkpoints, "checkpoint_dir"), (self.logs, "log_dir")):
+            try:  # here, with a message, rather than in every job's process
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DeviceError(f"cannot create the folder {folder} ({e.strerror or e}): set {key} "
+                                  "(runner profile or --checkpoint-dir) to a writable folder") from None
         self.host = socket.gethostname()
         slurm = slurm_job_id()  # in the workers' names, so `bench status` shows each job's Slurm job
         self.name_tail = f":slurm={slurm}" if slurm else ""
