@@ -35,9 +35,9 @@ class Speed:
 # the model is in the database. Deeper nets of the same width cost in proportion to their depth
 # (the 3x3 convolutions dominate): depth 110 is taken as 110/20 times slower.
 MEASURED_SPEED: dict[str, Speed] = {
-    "cpu": Speed(16.0, "ResNet-20 on the 2-core dev VM (torch 2.13 CPU, 2 threads), benchmarks/train_speed.py "
-                       "--threads 2, 2026-12-01, under a load average of about 9 (five engineers' jobs): "
-                       "an idle machine is faster; replace it with your own figure"),
+    "cpu": Speed(565.0, "ResNet-20 fp32 on the idle 2-core dev VM (Intel, AVX-512; torch 2.13 CPU, 2 threads): "
+                        "benchmarks/train_speed.py --models resnet20 --epochs 3 --images 4096, 543/565/567 "
+                        "images/s per epoch (release 0.1.0 notes); replace it with your own figure"),
 }
 
 
