@@ -27,8 +27,10 @@ smoke: install
 	$(BIN)/bench run suites/smoke.toml --db $(DB) $(SMOKE_RUN)
 	$(BIN)/bench report smoke --db $(DB)
 
+# The gate: exit 1 if an expected value is off or a claim fails. The smoke claims rest on 2 seeds
+# whose plain-14 spread is ~15 pp, so a Welch test cannot decide them: inconclusive is allowed here.
 check: install
-	$(BIN)/bench check suites/smoke.toml --db $(DB)
+	$(BIN)/bench check suites/smoke.toml --db $(DB) --allow-inconclusive
 
 test: install
 	$(BIN)/pytest -q
