@@ -146,8 +146,6 @@ def test_every_job_records_its_code_and_bench_show_prints_it(old, tmp_path):
         assert set(jobs.code_version) == {code.code_version}
         env = json.loads(jobs.environment[0])
         assert env["bench_version"] == code.bench_version and env["git_commit"] == code.git_commit
-        if code.diff_sha256:
-            assert s.code_diff(code.diff_sha256) == (code.diff_size, code.diff)
     shown = bench("show", "1", "--db", db)
     assert shown.exit_code == 0 and code.code_version in shown.output and '"depth": 8' in shown.output
     assert "last lines:" in shown.output  # the end of the job's log
@@ -157,6 +155,12 @@ def test_every_job_records_its_code_and_bench_show_prints_it(old, tmp_path):
     assert status[0]["code_version"] == code.code_version and status[0]["environment"]["torch"]
     missing = bench("show", "99", "--db", db)
     assert missing.exit_code == 2 and "no job 99" in missing.output
+    with Store(db) as s:  # the diff a dirty checkout ran with is stored (a clean CI clone has none)
+        dirty = Provenance("0.2.0", "ab" * 20, True, "cd" * 32, "--- a\n+++ b\n", 12)
+        s.set_environment(1, env, dirty)
+        assert s.code_diff("cd" * 32) == (12, "--- a\n+++ b\n")
+        assert s.get_job(1).code_version == dirty.code_version
+        assert json.loads(s.jobs_frame().environment[0])["earlier_code_versions"] == [code.code_version]
 
 
 def test_a_suite_file_edited_after_registration_is_reported_as_a_difference(old, tmp_path):
