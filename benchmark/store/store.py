@@ -254,8 +254,9 @@ class Store:
 
     def prune_orphans(self, suite: str, *, dry_run: bool = False) -> list[tuple[int, str, int, str]]:
         """Delete a suite's orphaned jobs (see ``register_suite``) with their metrics; returns
-        (id, label, seed, state) of each. Running orphans are kept (their worker still writes)."""
-        with self._guard(), self._write.begin() as c:
+        (id, label, seed, state) of each. Running orphans are kept (their worker still writes).
+        ``dry_run`` (every `bench run` asks) only reads: no write lock."""
+        with self._guard(), (self._engine.connect() if dry_run else self._write.begin()) as c:
             sid = self._suite_id(c, suite)
             where = and_(J.c.suite_id == sid, J.c.orphaned_at.is_not(None), J.c.state != RUNNING)
             rows = [tuple(r) for r in c.execute(select(J.c.id, J.c.label, J.c.seed, J.c.state)
