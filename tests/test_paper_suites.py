@@ -166,7 +166,9 @@ def test_he2016_protocol() -> None:
             assert (s.schedule.warmup, s.schedule.warmup_lr, s.schedule.warmup_until_error) == ("until_error", 0.01, 0.8)
         else:
             assert s.schedule.warmup == "none"
-    assert c["resnet-56"].model == get_preset("resnet56") and c["plain-56"].model == get_preset("plain56")
+    # the presets are He 2016's networks; the suite adds the 2-GPU BN statistics of §4.2
+    assert c["resnet-56"].model == replace(get_preset("resnet56"), bn_splits=2)
+    assert c["plain-56"].model == replace(get_preset("plain56"), bn_splits=2)
     p110 = next(p for p in suite_of("he2016_table").published if p.label == "resnet-110")
     assert (p110.kind, p110.value, p110.mean, p110.std, p110.runs) == ("best_of", 6.43, 6.61, 0.16, 5)
     for p in suite_of("he2016_table").published:
@@ -175,7 +177,7 @@ def test_he2016_protocol() -> None:
 
 def test_he2016_resnet1202_protocol() -> None:
     c = cells("he2016_resnet1202")
-    assert c["resnet-1202"].model == get_preset("resnet1202")
+    assert c["resnet-1202"].model == replace(get_preset("resnet1202"), bn_splits=2)  # §4.2: two GPUs
     assert c["resnet-1202"].schedule.warmup == "until_error"
     assert c["resnet-1202-nowarmup"].schedule.warmup == "none"
     assert c["resnet-110"] == cells("he2016_table")["resnet-110"]  # the same job as in the table suite
