@@ -84,6 +84,10 @@ PadMode = Literal["zeros", "edge", "reflect"]
 # once, then RandomCrop pads the normalised tensor with zeros).
 PadOrder = Literal["before_normalize", "after_normalize"]
 PixelScale = Literal["unit", "byte"]  # normalise x/255 (0..1) or x itself (0..255, techxzen run.py)
+# How ShiftScaleRotate resamples: in float32 (bilinear at exact positions, not rounded), or as
+# cv2.warpAffine (INTER_LINEAR) does on a uint8 image, which is what albumentations calls on the
+# np.uint8 CIFAR arrays of statsu1990/ReZero-Cifar100: positions at 1/32 pixel, result rounded to 0..255.
+AffineArithmetic = Literal["float", "opencv_uint8"]
 Flip = Literal["none", "horizontal", "any"]  # any = albumentations Flip: horizontal, vertical or both
 Selection = Literal["final", "best_val", "best_test"]
 
@@ -114,6 +118,7 @@ class DataConfig:
     # "byte": (x - 255 * mean) / std on 0..255 pixels, e.g. techxzen ToTensor, mul(255),
     # Normalize((125, 123, 114), (1, 1, 1)): inputs 255x larger than on the 0..1 scale.
     pixel_scale: PixelScale = "unit"
+    affine_arithmetic: AffineArithmetic = "float"  # see AffineArithmetic; used when affine_p > 0
 
 
 # Official training / test set sizes (CIFAR-10 and CIFAR-100 alike).
@@ -144,6 +149,9 @@ def validate_data(cfg: DataConfig) -> None:
     for name in ("shift", "scale", "rotate"):
         if getattr(cfg, name) < 0:
             p.append((name, f"{getattr(cfg, name)} is not allowed; expected a limit of 0 or more"))
+    if cfg.affine_arithmetic == "opencv_uint8" and cfg.pad_order == "after_normalize":
+        p.append(("affine_arithmetic", "'opencv_uint8' rounds the warped pixels to 0..255, but with "
+                                       "pad_order = 'after_normalize' the warp sees normalised images"))
     if cfg.normalize == "per_pixel_mean" and (cfg.mean is not None or cfg.std is not None):
         p.append(("mean", "mean/std are not used with normalize = 'per_pixel_mean' (the mean image is "
                           "computed from the training split); remove them or use channel_mean[_std]"))

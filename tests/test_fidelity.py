@@ -2,21 +2,25 @@
 
 Each test re-states, in a few lines, what the reference repository does (cited at the test), runs it
 on the same tensors as bench, and compares: an lr sequence, an SGD step with the reference's
-parameter groups, the momentum reset, the input scale, the padding order, BatchNorm over devices.
+parameter groups, the momentum reset, the input scale, the padding order, BatchNorm over devices,
+Fixup, and OpenCV's uint8 warp.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import fields, replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.config import KEY_V1_FIELDS, SECTIONS, DataConfig, JobSpec, ModelConfig, OptimConfig, ScheduleConfig
-from benchmark.data.pipeline import DeviceLoader, draw_epoch, normalization_stats
+from benchmark.config import (KEY_V1_FIELDS, SECTIONS, DataConfig, DataConfigError, JobSpec, ModelConfig, OptimConfig,
+                              ScheduleConfig, validate_data)
+from benchmark.data.pipeline import DeviceLoader, _inverse_affine, affine_warp, draw_epoch, normalization_stats
 from benchmark.models import build_model
 from benchmark.models.blocks import SplitBatchNorm2d
 from benchmark.suite import load_suite
@@ -519,3 +523,96 @@ def test_lr_scale_names_go_with_names_mode(tmp_path, optim: str) -> None:
     path.write_text(f'[suite]\nname = "s"\n[[entry]]\nlabel = "x"\noptim = {optim}\n')
     with pytest.raises(SuiteError, match="lr_scale_names"):
         load_suite(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. ShiftScaleRotate on uint8 images: statsu1990/ReZero-Cifar100 b7b7c24 src/make_model.py
+#    (albumentations ShiftScaleRotate on the np.uint8 arrays of src/data/cifar.py) -> cv2.warpAffine,
+#    INTER_LINEAR, BORDER_REFLECT_101 (opencv modules/imgproc/src/imgwarp.cpp: WarpAffineInvoker, remap)
+
+def _opencv_warp_uint8(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """cv2.warpAffine(img, m, (32, 32), INTER_LINEAR, BORDER_REFLECT_101) on a uint8 C x 32 x 32 image,
+    in OpenCV's fixed-point arithmetic (opencv <= 4.10; equal to opencv-python-headless 4.8.1.78 on
+    every pixel of CASES, the test below): the inverse map in 1/1024 pixel (AB_BITS = 10) plus half a
+    1/32 step, shifted to 1/32 pixel (INTER_BITS = 5); bilinear weights in 1/32768 (exact products of
+    the 1/32 fractions), the sum rounded half up ((v + 2^14) >> 15)."""
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    y, x = np.mgrid[0:32, 0:32]
+    X = (np.rint((inv[0, 1] * y + inv[0, 2]) * 1024).astype(np.int64) + 16 + np.rint(inv[0, 0] * x * 1024).astype(np.int64)) >> 5
+    Y = (np.rint((inv[1, 1] * y + inv[1, 2]) * 1024).astype(np.int64) + 16 + np.rint(inv[1, 0] * x * 1024).astype(np.int64)) >> 5
+    ix, fx, iy, fy = X >> 5, X & 31, Y >> 5, Y & 31
+
+    def reflect101(i):  # ... 2 1 | 0 1 2 ... 31 | 30 29 ...
+        i = np.abs(i)
+        return np.where(i > 31, 62 - i, i)
+
+    out = np.zeros_like(img, dtype=np.int64)
+    for dy, wy in ((0, 32 - fy), (1, fy)):
+        for dx, wx in ((0, 32 - fx), (1, fx)):
+            out += img[:, reflect101(iy + dy), reflect101(ix + dx)].astype(np.int64) * (wy * wx * 32)
+    return np.clip((out + (1 << 14)) >> 15, 0, 255).astype(np.uint8)
+
+
+def _albumentations_matrix(angle: float, scale: float, dx: float, dy: float) -> np.ndarray:
+    """albumentations ShiftScaleRotate: cv2.getRotationMatrix2D(centre, angle, scale), then the shift
+    in pixels (the centre (W/2 - 0.5, H/2 - 0.5), as bench's _inverse_affine)."""
+    a, b = scale * math.cos(math.radians(angle)), scale * math.sin(math.radians(angle))
+    c = 15.5
+    return np.array([[a, b, (1 - a) * c - b * c + dx * 32], [-b, a, b * c + (1 - a) * c + dy * 32]])
+
+
+CASES = [(12.0, 1.07, 0.05, -0.08), (-15.0, 0.9, -0.1, 0.1), (3.3, 1.0, 0.0, 0.02), (0.0, 1.1, 0.031, 0.0)]
+
+
+def _real_or_made_up_images(n: int) -> torch.Tensor:
+    """Smooth images with edges (a real photo's statistics matter: noise has no sub-level structure)."""
+    g = torch.Generator().manual_seed(3)
+    coarse = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8).float()
+    return F.interpolate(coarse, size=32, mode="bilinear", align_corners=False).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("angle,scale,dx,dy", CASES)
+def test_opencv_uint8_warp_is_cv2_warpaffine_on_uint8(angle, scale, dx, dy) -> None:
+    x = _real_or_made_up_images(4)
+    z = torch.zeros(len(x), dtype=torch.float64)
+    theta = _inverse_affine(z + angle, z + scale, z + dx, z + dy)
+    ours = affine_warp(x.float(), theta, "opencv_uint8")
+    ref = torch.stack([torch.from_numpy(_opencv_warp_uint8(img.numpy(), _albumentations_matrix(angle, scale, dx, dy)))
+                       for img in x]).float()
+    assert torch.equal(ours, ours.round()) and ours.min() >= 0 and ours.max() <= 255
+    assert torch.equal(ours, ref)
+    floating = affine_warp(x.float(), theta)  # the default keeps exact positions and unrounded levels
+    assert (floating != floating.round()).float().mean() > 0.5
+
+
+def test_the_restatement_is_opencv_itself_where_cv2_is_installed() -> None:
+    cv2 = pytest.importorskip("cv2", reason="opencv is not installed (an optional oracle; the restatement above stands in)")
+    if tuple(int(v) for v in cv2.__version__.split(".")[:2]) >= (4, 11):
+        pytest.skip(f"opencv {cv2.__version__} warps in float (new kernels since 4.11); the 2020 runs used "
+                    "the fixed-point path of opencv <= 4.10 (checked against opencv-python-headless 4.8.1.78)")
+    img = _real_or_made_up_images(1)[0].permute(1, 2, 0).contiguous().numpy()  # H x W x C, as albumentations
+    for angle, scale, dx, dy in CASES:
+        m = _albumentations_matrix(angle, scale, dx, dy)
+        theirs = cv2.warpAffine(img, m, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        mine = _opencv_warp_uint8(img.transpose(2, 0, 1).copy(), m).transpose(1, 2, 0)
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_opencv_uint8_refuses_normalised_images() -> None:
+    with pytest.raises(DataConfigError, match="affine_arithmetic"):
+        validate_data(DataConfig(affine_arithmetic="opencv_uint8", pad_order="after_normalize"))
+
+
+def test_the_loader_warps_with_the_configured_arithmetic() -> None:
+    x = _real_or_made_up_images(8)
+    levels = dict(normalize="channel_mean", mean=(0.0, 0.0, 0.0), pixel_scale="byte", pad=0, flip="none",
+                  shift=0.1, scale=0.1, rotate=15.0, affine_p=1.0)  # the batch is the warped 0..255 levels
+
+    def batch(arithmetic: str) -> torch.Tensor:
+        cfg = DataConfig(affine_arithmetic=arithmetic, **levels)
+        loader = DeviceLoader(x, torch.arange(len(x)), cfg, train=True, batch_size=len(x), stats=normalization_stats(x, cfg))
+        return next(loader.epoch(0, 1))[0]
+
+    assert torch.equal(batch("opencv_uint8"), batch("opencv_uint8").round())
+    assert (batch("float") != batch("float").round()).any()
+    assert (batch("opencv_uint8") - batch("float")).abs().max() < 9

@@ -19,8 +19,10 @@ A split lives as ONE uint8 tensor N x 3 x 32 x 32 on the training device. Each t
      +-rotate degrees, scale uniform in 1 +- scale, shift uniform in +-shift of the image size per
      axis, about the image centre; ``affine_grid`` + bilinear ``grid_sample`` with
      ``padding_mode="reflection", align_corners=True``, which mirrors about the border pixel
-     centres: OpenCV BORDER_REFLECT_101, the albumentations default. Unlike albumentations the
-     result is not rounded back to uint8.
+     centres: OpenCV BORDER_REFLECT_101, the albumentations default. ``affine_arithmetic =
+     "opencv_uint8"`` also takes cv2.warpAffine's uint8 arithmetic: sampling positions rounded to
+     1/32 pixel (INTER_BITS = 5) and the result rounded half up to an integer level; the default,
+     "float", keeps exact positions and unrounded values.
 3. Normalise (below) and yield mini-batches: consecutive slices of the permutation. The last partial
    batch is kept (PyTorch ``DataLoader`` default, ``drop_last=False``).
 
@@ -228,10 +230,47 @@ def crop_flip(x: torch.Tensor, oy, ox, hflip, vflip, pad: int, mode: str) -> tor
     return out
 
 
-def affine_warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear warp of float images with reflect-101 borders (see module docstring)."""
+def affine_warp(x: torch.Tensor, theta: torch.Tensor, arithmetic: str = "float") -> torch.Tensor:
+    """Bilinear warp of float images with reflect-101 borders (see module docstring). ``arithmetic =
+    "opencv_uint8"``: x holds 0..255 levels, warped as cv2.warpAffine warps a uint8 image."""
+    if arithmetic == "opencv_uint8":
+        return _opencv_warp_uint8(x, theta)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+def _opencv_warp_uint8(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """cv2.warpAffine(INTER_LINEAR, BORDER_REFLECT_101) of uint8 images, in OpenCV's fixed-point
+    arithmetic (imgproc/src/imgwarp.cpp WarpAffineInvoker + remapBilinear, opencv 2.x-4.10; 4.11 moved
+    to float kernels): the inverse map in 1/1024 pixel (AB_BITS = 10), rounded term by term, plus half
+    a step, shifted to 1/32 pixel (INTER_BITS = 5); weights (32 - f)(32 - g)... / 1024, exact; the sum
+    rounded half up. ``x`` holds integer levels as floats, so every sum is exact in float32."""
+    n, c = x.shape[:2]
+    t = theta.double()
+    a = t[:, :, :2]  # pixel-space inverse map src = a @ dst + b (normalised g = p / k - 1)
+    k = (W - 1) / 2
+    b = k * (t[:, :, 2] + 1 - a.sum(-1))
+    pos = torch.arange(W, dtype=torch.float64, device=x.device)
+
+    def fixed(row: int) -> torch.Tensor:  # n x H x W source coordinate in 1/32 pixel
+        per_y = torch.round((a[:, row, 1, None] * pos + b[:, row, None]) * 1024)  # n x H
+        per_x = torch.round(a[:, row, 0, None] * pos * 1024)  # n x W
+        return (per_y[:, :, None] + per_x[:, None, :] + 16).long() >> 5
+
+    sx, sy = fixed(0), fixed(1)
+    ix, fx, iy, fy = sx >> 5, (sx & 31).to(x.dtype), sy >> 5, (sy & 31).to(x.dtype)
+
+    def reflect101(i: torch.Tensor) -> torch.Tensor:  # ... 2 1 | 0 1 ... 31 | 30 29 ...
+        i = i.abs()
+        return torch.where(i > W - 1, 2 * (W - 1) - i, i).clamp(0, W - 1)
+
+    flat = x.reshape(n, c, H * W)
+    acc = torch.zeros_like(x)
+    for dy, wy in ((0, 32 - fy), (1, fy)):
+        for dx, wx in ((0, 32 - fx), (1, fx)):
+            idx = (reflect101(iy + dy) * W + reflect101(ix + dx)).reshape(n, 1, H * W).expand(n, c, H * W)
+            acc += torch.gather(flat, 2, idx).view(n, c, H, W) * (wy * wx).unsqueeze(1)
+    return acc.add_(512).div_(1024).floor_()  # (32 * sum + 2^14) >> 15, with weights summing to 1024
 
 
 def augment(x: torch.Tensor, plan: EpochPlan, idx: torch.Tensor, cfg: DataConfig,
@@ -249,7 +288,7 @@ def augment(x: torch.Tensor, plan: EpochPlan, idx: torch.Tensor, cfg: DataConfig
     if plan.theta is not None:
         sel = plan.affine[idx].nonzero().squeeze(1) if warp is None else warp
         if len(sel):
-            x[sel] = affine_warp(x[sel], plan.theta[idx[sel]])
+            x[sel] = affine_warp(x[sel], plan.theta[idx[sel]], cfg.affine_arithmetic)
     return x
 
 
