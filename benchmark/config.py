@@ -5,8 +5,11 @@ constants, padding mode, flips, shortcut type, schedule unit, warm-up rule, whic
 weight decay) is a field here, stored with the results and shown next to the number it produced.
 
 The suite parser validates TOML against these dataclasses by introspection: a field's type hint
-(``Literal[...]``, ``int``, ``tuple[float, ...]``, ...) *is* the schema, so adding a knob means adding
-a field here and nowhere else. Keep every field documented with the paper detail it encodes.
+(``Literal[...]``, ``int``, ``tuple[float, ...]``, ...) *is* the schema (``benchmark.validation.convert``),
+so adding a knob means adding a field here and nowhere else. Rules on values live beside the fields:
+each section's ``check()`` (and its ``RULES`` table of single-field ranges); the model's, which need
+the layout arithmetic, are ``benchmark.models.validate``. Keep every field documented with the paper
+detail it encodes.
 """
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ import itertools
 import math
 import re
 import tomllib
-import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,7 +29,7 @@ from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, JobSpec, ModelCo
 from benchmark.errors import ConfigFileError
 from benchmark.models import ModelConfigError, get_preset, tau_rule, validate
 from benchmark.suite_types import Claim, Job, Published, Suite
-from benchmark.validation import convert, did_you_mean, is_int, is_number
+from benchmark.validation import broken_rules, convert, did_you_mean, field_hints, is_int, is_number
 from benchmark.vocabulary import KNOWN_METRICS, SELECTIONS, is_known_metric
 
 TOP_LEVEL = ("suite", "defaults", "entry", "published", "claim")
@@ -313,8 +312,8 @@ def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) 
 def _build(cls: type, base: Any, values: dict[str, Any], section: str, origin: dict[str, str],
            problems: _Problems) -> Any:
     """Validate ``values`` against the dataclass ``cls`` and return ``base`` updated with them."""
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in fields(cls)]
+    hints = field_hints(cls)
+    allowed = list(hints)
     updates = {}
     for key, value in values.items():
         where = origin.get(f"{section}.{key}", f"{section}.{key}")
@@ -372,11 +371,8 @@ def _parse_published(items: Any, labels: list[str], problems: _Problems) -> list
             _suggest(p.label, labels, f"published[{i}].label", problems, "a label of this suite")
         if not is_known_metric(p.metric):
             _suggest(p.metric, list(KNOWN_METRICS), f"published[{i}].metric", problems, "a metric bench records")
-        for name, value, ok, rule in (("runs", p.runs, p.runs is None or p.runs >= 1, ">= 1"),
-                                      ("std", p.std, p.std is None or p.std >= 0, ">= 0"),
-                                      ("tolerance", p.tolerance, p.tolerance is None or p.tolerance >= 0, ">= 0")):
-            if not ok:
-                problems.add(f"published[{i}].{name}", f"{value!r} is not allowed; expected {rule}")
+        for name, value, allowed in broken_rules(p, Published.RULES):
+            problems.add(f"published[{i}].{name}", f"{value!r} is not allowed; expected {allowed}")
     return out
 
 

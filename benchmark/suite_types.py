@@ -6,9 +6,10 @@ types without the TOML machinery.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from benchmark.config import JobSpec
+from benchmark.validation import Rule
 from benchmark.vocabulary import TEST_ERROR, Selection
 
 # How a published number was obtained. The report prints it next to the value, because a
@@ -61,6 +62,12 @@ class Published:
     # chart_reading: standard uncertainty (1 sd) of reading the value off the figure, in the metric's
     # unit; None: benchmark.report.stats.DEFAULT_READING_UNCERTAINTY (0.1 pp)
     reading_uncertainty: float | None = None
+
+    RULES: ClassVar[dict[str, Rule]] = {  # None: not given
+        "runs": Rule(">= 1", lambda v: v is None or v >= 1),
+        "std": Rule(">= 0", lambda v: v is None or v >= 0),
+        "tolerance": Rule(">= 0", lambda v: v is None or v >= 0),
+    }
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, Literal
 
 
@@ -46,6 +46,12 @@ def broken_rules(obj: Any, rules: Mapping[str, Rule]) -> list[tuple[str, Any, st
     """(field, value, what is allowed) for each rule that ``obj``'s field breaks."""
     return [(name, getattr(obj, name), rule.allowed) for name, rule in rules.items()
             if not rule.ok(getattr(obj, name))]
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """The type hint of each field of the dataclass ``cls``, in field order (its ClassVars are no fields)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
 
 
 def convert(value: Any, hint: Any) -> tuple[bool, Any, str]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
-import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from benchmark.errors import ConfigFileError
-from benchmark.validation import Rule, convert, did_you_mean
+from benchmark.validation import Rule, convert, did_you_mean, field_hints
 
 
 class RunnerProfileError(ConfigFileError):
@@ -193,8 +192,8 @@ def job_threads(threads: int, concurrent_jobs: int, cores: int | None = None) ->
 def _build(cls: type, table: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
     """A TOML table checked against the user-set fields of ``cls``: (converted values, problems). Types
     come from the fields' hints (``convert``, as for suites), value rules from ``cls.RULES``."""
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in fields(cls) if f.name not in cls.INTERNAL]
+    hints = field_hints(cls)
+    allowed = [name for name in hints if name not in cls.INTERNAL]
     values: dict[str, Any] = {}
     problems = []
     for key, value in table.items():
