@@ -230,7 +230,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                     if c is None:
                         continue
                     _draw(ax, c, style, colour, marker, ls, width, alpha, seeds.get((label, metric)), bands,
-                          hollow=metric == TRAIN_ERROR, crowded=pal.needs_colourbar)
+                          hollow=metric == "train_error", crowded=pal.needs_colourbar)
                     y = c["hi"].to_numpy(dtype=float) if style.band == "range" else c["value"].to_numpy(dtype=float)
                     tail = y[len(y) // 10:]
                     tail = tail[~np.isnan(tail)]
