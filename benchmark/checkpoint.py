@@ -20,6 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from benchmark.vocabulary import TEST_ERROR, TRAIN_LOSS
+
+
 VERSION = 2
 LEGACY_VERSION = 1  # release 0.1.0: no owner
 
@@ -83,4 +86,4 @@ def adoptable(payload: Mapping[str, Any], key: str, stored: Sequence[Mapping[str
     shared = min(len(stored), len(history))
     return all(stored[i].get(name) == value
                for i in range(shared) for name, value in history[i].items()
-               if name in ("train_loss", "test_error"))
+               if name in (TRAIN_LOSS, TEST_ERROR))

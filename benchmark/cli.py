@@ -16,6 +16,7 @@ from benchmark.store import URL_HELP
 from benchmark.report.cli import check, plan, report
 from benchmark.suite import QUICK_ITERATIONS, QUICK_TRAIN_IMAGES, SuiteError, load_suite
 from benchmark.suite import quick as quick_variant
+from benchmark.vocabulary import BROKEN_STATES, TEST_ERROR, JobState
 
 console = Console(stderr=True)
 
@@ -250,7 +251,7 @@ def status(db: str | None, suites: tuple[str, ...], fmt: str, watch: float | Non
                        f"{', '.join(sorted(registered)) or 'none'}")
     frame = status_frame(store, list(suites) or None)
     if fmt == "json":
-        columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", "test_error", "eta_s",
+        columns = ["job_id", "suite", "label", "seed", "state", "epochs_done", "epochs", TEST_ERROR, "eta_s",
                    "attempts", "worker", "slurm_job", "device", "key", "error", "code_version"]
         records = json.loads(frame[columns].to_json(orient="records"))
         for rec, env in zip(records, frame["environment"]):
@@ -347,8 +348,9 @@ def export(db: str | None, suites: tuple[str, ...], fmt: str | None, wide: bool 
 @main.command()
 @click.argument("suite")
 @click.option("--db", default=None, help=URL_HELP)
-@click.option("--state", "states", multiple=True, type=click.Choice(["failed", "diverged", "done"]),
-              default=("failed", "diverged"), show_default=True, help="which jobs to queue again (repeatable)")
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in (*BROKEN_STATES, JobState.DONE)]),
+              default=[s.value for s in BROKEN_STATES], show_default=True,
+              help="which jobs to queue again (repeatable)")
 def retry(suite: str, db: str | None, states: tuple[str, ...]) -> None:
     """Queue SUITE's failed (and diverged) jobs again, with a fresh attempt count.
 

@@ -5,8 +5,11 @@ constants, padding mode, flips, shortcut type, schedule unit, warm-up rule, whic
 weight decay) is a field here, stored with the results and shown next to the number it produced.
 
 The suite parser validates TOML against these dataclasses by introspection: a field's type hint
-(``Literal[...]``, ``int``, ``tuple[float, ...]``, ...) *is* the schema, so adding a knob means adding
-a field here and nowhere else. Keep every field documented with the paper detail it encodes.
+(``Literal[...]``, ``int``, ``tuple[float, ...]``, ...) *is* the schema (``benchmark.validation.convert``),
+so adding a knob means adding a field here and nowhere else. Rules on values live beside the fields:
+each section's ``check()`` (and its ``RULES`` table of single-field ranges); the model's, which need
+the layout arithmetic, are ``benchmark.models.validate``. Keep every field documented with the paper
+detail it encodes.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from benchmark.errors import UserError
+from benchmark.validation import Rule, broken_rules
 
 # ----------------------------------------------------------------------------------------------
 # Model: one CIFAR ResNet family (He 2016 §4.2) whose knobs cover every seed variant.
@@ -89,7 +93,6 @@ PixelScale = Literal["unit", "byte"]  # normalise x/255 (0..1) or x itself (0..2
 # np.uint8 CIFAR arrays of statsu1990/ReZero-Cifar100: positions at 1/32 pixel, result rounded to 0..255.
 AffineArithmetic = Literal["float", "opencv_uint8"]
 Flip = Literal["none", "horizontal", "any"]  # any = albumentations Flip: horizontal, vertical or both
-Selection = Literal["final", "best_val", "best_test"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,54 @@ class DataConfig:
     pixel_scale: PixelScale = "unit"
     affine_arithmetic: AffineArithmetic = "float"  # see AffineArithmetic; used when affine_p > 0
 
+    def check(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every rule this config breaks that needs no data (torch-free, so
+        ``bench validate`` and the suite parser can call it; the pipeline relies on these rules)."""
+        p: list[tuple[str, str]] = []
+        if self.pad < 0:
+            p.append(("pad", f"{self.pad} is not allowed; expected 0 or more pixels"))
+        if self.pad_mode == "reflect" and self.pad > MAX_REFLECT_PAD:
+            p.append(("pad", f"{self.pad} is too large for pad_mode = 'reflect' (at most {MAX_REFLECT_PAD})"))
+        for name in ("flip_p", "affine_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                p.append((name, f"{getattr(self, name)} is not allowed; expected a probability in [0, 1]"))
+        for name in ("shift", "scale", "rotate"):
+            if getattr(self, name) < 0:
+                p.append((name, f"{getattr(self, name)} is not allowed; expected a limit of 0 or more"))
+        if self.affine_arithmetic == "opencv_uint8" and self.pad_order == "after_normalize":
+            p.append(("affine_arithmetic", "'opencv_uint8' rounds the warped pixels to 0..255, but with "
+                                           "pad_order = 'after_normalize' the warp sees normalised images"))
+        if self.normalize == "per_pixel_mean" and (self.mean is not None or self.std is not None):
+            p.append(("mean", "mean/std are not used with normalize = 'per_pixel_mean' (the mean image is "
+                              "computed from the training split); remove them or use channel_mean[_std]"))
+        if self.normalize == "channel_mean" and self.std is not None:
+            p.append(("std", "normalize = 'channel_mean' does not divide; remove std or use 'channel_mean_std'"))
+        if self.normalize == "channel_mean_std" and (self.mean is None) != (self.std is None):
+            p.append(("mean", "give both mean and std, or neither (then they are computed from the training set)"))
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 3:
+                p.append((name, f"{list(v)} is not allowed; expected 3 values (R, G, B) on the 0..1 scale"))
+        if self.std is not None and any(s <= 0 for s in self.std):
+            p.append(("std", f"{list(self.std)} is not allowed; every value must be positive"))
+        # Sizes known before any file is read (the readers still check the real files).
+        synthetic = self.dataset == "synthetic"
+        if synthetic:
+            for name in ("synthetic_train", "synthetic_test"):
+                if getattr(self, name) <= 0:
+                    p.append((name, f"{getattr(self, name)} is not allowed; expected a positive number of images"))
+        n_train = self.synthetic_train if synthetic else CIFAR_TRAIN_IMAGES
+        n_test = self.synthetic_test if synthetic else CIFAR_TEST_IMAGES
+        if not 0 <= self.val_size < n_train:
+            p.append(("val_size", f"{self.val_size} is not allowed; expected 0 up to {n_train - 1} "
+                                  f"(the {self.dataset} training set has {n_train} images)"))
+        elif self.train_size is not None and not 0 < self.train_size <= n_train - self.val_size:
+            p.append(("train_size", f"{self.train_size} is not allowed; expected 1 up to {n_train - self.val_size} "
+                                    f"({n_train} training images less val_size = {self.val_size})"))
+        if self.test_size is not None and not 0 < self.test_size <= n_test:
+            p.append(("test_size", f"{self.test_size} is not allowed; expected 1 up to {n_test} test images"))
+        return p
+
 
 # Official training / test set sizes (CIFAR-10 and CIFAR-100 alike).
 CIFAR_TRAIN_IMAGES = 50_000
@@ -136,53 +187,11 @@ class DataConfigError(UserError, ValueError):
 
 
 def validate_data(cfg: DataConfig) -> None:
-    """Refuse a data config that could only fail once a job runs (torch-free, so ``bench validate``
-    and the suite parser can call it). Raises :class:`DataConfigError` listing every problem."""
-    p: list[tuple[str, str]] = []
-    if cfg.pad < 0:
-        p.append(("pad", f"{cfg.pad} is not allowed; expected 0 or more pixels"))
-    if cfg.pad_mode == "reflect" and cfg.pad > MAX_REFLECT_PAD:
-        p.append(("pad", f"{cfg.pad} is too large for pad_mode = 'reflect' (at most {MAX_REFLECT_PAD})"))
-    for name in ("flip_p", "affine_p"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            p.append((name, f"{getattr(cfg, name)} is not allowed; expected a probability in [0, 1]"))
-    for name in ("shift", "scale", "rotate"):
-        if getattr(cfg, name) < 0:
-            p.append((name, f"{getattr(cfg, name)} is not allowed; expected a limit of 0 or more"))
-    if cfg.affine_arithmetic == "opencv_uint8" and cfg.pad_order == "after_normalize":
-        p.append(("affine_arithmetic", "'opencv_uint8' rounds the warped pixels to 0..255, but with "
-                                       "pad_order = 'after_normalize' the warp sees normalised images"))
-    if cfg.normalize == "per_pixel_mean" and (cfg.mean is not None or cfg.std is not None):
-        p.append(("mean", "mean/std are not used with normalize = 'per_pixel_mean' (the mean image is "
-                          "computed from the training split); remove them or use channel_mean[_std]"))
-    if cfg.normalize == "channel_mean" and cfg.std is not None:
-        p.append(("std", "normalize = 'channel_mean' does not divide; remove std or use 'channel_mean_std'"))
-    if cfg.normalize == "channel_mean_std" and (cfg.mean is None) != (cfg.std is None):
-        p.append(("mean", "give both mean and std, or neither (then they are computed from the training set)"))
-    for name in ("mean", "std"):
-        v = getattr(cfg, name)
-        if v is not None and len(v) != 3:
-            p.append((name, f"{list(v)} is not allowed; expected 3 values (R, G, B) on the 0..1 scale"))
-    if cfg.std is not None and any(s <= 0 for s in cfg.std):
-        p.append(("std", f"{list(cfg.std)} is not allowed; every value must be positive"))
-    # Sizes known before any file is read (the readers still check the real files).
-    synthetic = cfg.dataset == "synthetic"
-    if synthetic:
-        for name in ("synthetic_train", "synthetic_test"):
-            if getattr(cfg, name) <= 0:
-                p.append((name, f"{getattr(cfg, name)} is not allowed; expected a positive number of images"))
-    n_train = cfg.synthetic_train if synthetic else CIFAR_TRAIN_IMAGES
-    n_test = cfg.synthetic_test if synthetic else CIFAR_TEST_IMAGES
-    if not 0 <= cfg.val_size < n_train:
-        p.append(("val_size", f"{cfg.val_size} is not allowed; expected 0 up to {n_train - 1} "
-                              f"(the {cfg.dataset} training set has {n_train} images)"))
-    elif cfg.train_size is not None and not 0 < cfg.train_size <= n_train - cfg.val_size:
-        p.append(("train_size", f"{cfg.train_size} is not allowed; expected 1 up to {n_train - cfg.val_size} "
-                                f"({n_train} training images less val_size = {cfg.val_size})"))
-    if cfg.test_size is not None and not 0 < cfg.test_size <= n_test:
-        p.append(("test_size", f"{cfg.test_size} is not allowed; expected 1 up to {n_test} test images"))
-    if p:
-        raise DataConfigError(p)
+    """Refuse a data config that could only fail once a job runs. Raises :class:`DataConfigError`
+    listing every problem (:meth:`DataConfig.check`)."""
+    problems = cfg.check()
+    if problems:
+        raise DataConfigError(problems)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +230,22 @@ class OptimConfig:
     # 48k); False keeps them, as one optimiser for the whole run.
     reset_momentum_at_milestones: bool = False
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "batch_size": Rule("> 0", lambda v: v > 0),
+        "lr": Rule(">= 0", lambda v: v >= 0),
+        "momentum": Rule("in [0, 1)", lambda v: 0 <= v < 1),
+        "weight_decay": Rule(">= 0", lambda v: v >= 0),
+        "scalar_lr_scale": Rule(">= 0", lambda v: v >= 0),
+    }
+
+    def check(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every rule this config breaks."""
+        p = []
+        if (self.lr_scale_on == "names") != bool(self.lr_scale_names):
+            p.append(("lr_scale_names", "give lr_scale_names (name substrings, e.g. [\"bias\"]) exactly when "
+                                        "lr_scale_on = 'names'"))
+        return p + _range_problems(self, self.RULES)
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
@@ -237,6 +262,30 @@ class ScheduleConfig:
     warmup_lr: float = 0.01
     warmup_length: int = 0  # iterations
     warmup_until_error: float = 0.8
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "gamma": Rule("> 0", lambda v: v > 0),
+        "warmup_lr": Rule(">= 0", lambda v: v >= 0),
+        "warmup_length": Rule(">= 0", lambda v: v >= 0),
+        "warmup_until_error": Rule("in (0, 1]", lambda v: 0 < v <= 1),
+    }
+
+    def check(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every rule this schedule breaks."""
+        p = []
+        if self.length <= 0:
+            p.append(("length", f"{self.length} is not allowed; expected a positive number of {self.unit}s"))
+        if list(self.milestones) != sorted(self.milestones) or any(m <= 0 or m > self.length for m in self.milestones):
+            p.append(("milestones", f"{list(self.milestones)} is not allowed; expected increasing {self.unit}s in "
+                                    f"1..{self.length}"))
+        if self.warmup in ("constant", "linear", "linear_pre_step") and self.warmup_length <= 0:
+            p.append(("warmup_length", f"warmup = {self.warmup!r} needs warmup_length > 0 (iterations)"))
+        return p + _range_problems(self, self.RULES)
+
+
+def _range_problems(cfg: Any, rules: dict[str, Rule]) -> list[tuple[str, str]]:
+    return [(name, f"{value!r} is not allowed; expected {allowed}")
+            for name, value, allowed in broken_rules(cfg, rules)]
 
 
 Precision = Literal["fp32", "bf16"]

@@ -6,7 +6,7 @@ A suite file has five kinds of tables (see suites/smoke.toml for a small complet
     [defaults]       model / data / optim / schedule / runtime tables applied to every entry
     [[entry]]        label template, overrides, an optional [entry.grid] and seeds
     [[published]]    a published number for one label, with its kind and source
-    [[claim]]        a qualitative claim as a small expression (benchmark.report.claims)
+    [[claim]]        a qualitative claim as a small expression (benchmark.claims, beside this module)
 
 Merge order for one job, later wins: dataclass defaults < model preset (``model.preset``) <
 [defaults] < entry < grid point. Every key is checked against the dataclasses in
@@ -16,21 +16,21 @@ the key path, the bad value and what is allowed, never a silent default.
 from __future__ import annotations
 
 import ast
-import difflib
 import itertools
 import math
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
-from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, DataConfigError, JobSpec, ModelConfig, validate_data
+from benchmark.claims import ClaimError, validate_claim
+from benchmark.config import NUM_CLASSES, SECTIONS, DataConfig, JobSpec, ModelConfig, validate_data
 from benchmark.errors import ConfigFileError
 from benchmark.models import ModelConfigError, get_preset, tau_rule, validate
 from benchmark.suite_types import Claim, Job, Published, Suite
+from benchmark.validation import broken_rules, convert, did_you_mean, field_hints, is_int, is_number
+from benchmark.vocabulary import KNOWN_METRICS, SELECTIONS, is_known_metric
 
 TOP_LEVEL = ("suite", "defaults", "entry", "published", "claim")
 SUITE_KEYS = ("name", "title", "description", "source", "protocol", "tolerance", "select", "seeds")
@@ -115,14 +115,14 @@ def _parse(doc: dict[str, Any], path: str, text: str, problems: _Problems) -> Su
                                    f"at most {MAX_NAME - 6} characters")
         name = Path(path).stem
     select = head.get("select", "final")
-    if select not in ("final", "best_val", "best_test"):
-        problems.add("suite.select", f"{select!r} is not allowed; expected one of 'final', 'best_val', 'best_test'")
+    if select not in SELECTIONS:
+        problems.add("suite.select", f"{select!r} is not allowed; expected one of {', '.join(map(repr, SELECTIONS))}")
     tolerance = head.get("tolerance", 1.0)
-    if not _is_number(tolerance) or not 0 <= tolerance < math.inf:
+    if not is_number(tolerance) or not 0 <= tolerance < math.inf:
         problems.add("suite.tolerance", f"{tolerance!r} is not allowed; expected a finite number >= 0")
     default_seeds = _seeds(head.get("seeds", [0]), "suite.seeds", problems)
     for key in ("title", "description", "source", "protocol"):
-        ok, _, expected = _convert(head.get(key, ""), str)
+        ok, _, expected = convert(head.get(key, ""), str)
         if not ok:
             problems.add(f"suite.{key}", f"{str(head[key])[:60]!r} is not allowed; expected {expected}")
 
@@ -290,40 +290,17 @@ def _check_spec(spec: JobSpec, where: str, problems: _Problems) -> JobSpec | Non
     except ModelConfigError as e:
         problems.add(f"{where}.model", str(e))
         return None
-    s = spec.schedule
-    if s.length <= 0:
-        problems.add(f"{where}.schedule.length", f"{s.length} is not allowed; expected a positive number of {s.unit}s")
-    if list(s.milestones) != sorted(s.milestones) or any(m <= 0 or m > s.length for m in s.milestones):
-        problems.add(f"{where}.schedule.milestones",
-                     f"{list(s.milestones)} is not allowed; expected increasing {s.unit}s in 1..{s.length}")
-    if s.warmup in ("constant", "linear", "linear_pre_step") and s.warmup_length <= 0:
-        problems.add(f"{where}.schedule.warmup_length", f"warmup = {s.warmup!r} needs warmup_length > 0 (iterations)")
-    try:
-        validate_data(spec.data)  # the same rules the pipeline relies on, checked before any job runs
-    except DataConfigError as e:
-        for key, message in e.problems:
-            problems.add(f"{where}.data.{key}", message)
-    o = spec.optim
-    if (o.lr_scale_on == "names") != bool(o.lr_scale_names):
-        problems.add(f"{where}.optim.lr_scale_names", "give lr_scale_names (name substrings, e.g. [\"bias\"]) "
-                     "exactly when lr_scale_on = 'names'")
-    for name, ok, rule in (("batch_size", o.batch_size > 0, "> 0"), ("lr", o.lr >= 0, ">= 0"),
-                           ("momentum", 0 <= o.momentum < 1, "in [0, 1)"),
-                           ("weight_decay", o.weight_decay >= 0, ">= 0"),
-                           ("scalar_lr_scale", o.scalar_lr_scale >= 0, ">= 0")):
-        if not ok:
-            problems.add(f"{where}.optim.{name}", f"{getattr(o, name)!r} is not allowed; expected {rule}")
-    for name, ok, rule in (("gamma", s.gamma > 0, "> 0"), ("warmup_lr", s.warmup_lr >= 0, ">= 0"),
-                           ("warmup_length", s.warmup_length >= 0, ">= 0"),
-                           ("warmup_until_error", 0 < s.warmup_until_error <= 1, "in (0, 1]")):
-        if not ok:
-            problems.add(f"{where}.schedule.{name}", f"{getattr(s, name)!r} is not allowed; expected {rule}")
+    # Each section's own rules (benchmark.config, beside its dataclass); data's are the rules the
+    # pipeline relies on, checked before any job runs.
+    for section in ("schedule", "data", "optim"):
+        for key, message in getattr(spec, section).check():
+            problems.add(f"{where}.{section}.{key}", message)
     return spec
 
 
 def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) -> float | None:
     """A float, or "c/sqrt(L)" with L the number of residual blocks (tau-ResNet README)."""
-    if _is_number(tau):
+    if is_number(tau):
         return float(tau)
     m = re.fullmatch(r"\s*([0-9.]*)\s*/\s*sqrt\(\s*L\s*\)\s*", str(tau))
     if not m:
@@ -335,8 +312,8 @@ def _resolve_tau(tau: Any, model: ModelConfig, where: str, problems: _Problems) 
 def _build(cls: type, base: Any, values: dict[str, Any], section: str, origin: dict[str, str],
            problems: _Problems) -> Any:
     """Validate ``values`` against the dataclass ``cls`` and return ``base`` updated with them."""
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in fields(cls)]
+    hints = field_hints(cls)
+    allowed = list(hints)
     updates = {}
     for key, value in values.items():
         where = origin.get(f"{section}.{key}", f"{section}.{key}")
@@ -344,59 +321,12 @@ def _build(cls: type, base: Any, values: dict[str, Any], section: str, origin: d
             _suggest(key, allowed + (["preset", "tau"] if section == "model" else []), where, problems,
                      f"a {section} field")
             continue
-        ok, converted, expected = _convert(value, hints[key])
+        ok, converted, expected = convert(value, hints[key])
         if not ok:
             problems.add(where, f"{value!r} is not allowed; expected {expected}")
             continue
         updates[key] = converted
     return replace(base, **updates)
-
-
-def _convert(value: Any, hint: Any) -> tuple[bool, Any, str]:
-    """Check a TOML value against a type hint; return (ok, value as the dataclass wants it, what was expected)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Literal:
-        return value in args, value, "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        expected = []
-        for arg in args:
-            if arg is type(None):
-                continue  # TOML has no null: an Optional field is simply left out
-            ok, v, e = _convert(value, arg)
-            if ok:
-                return True, v, ""
-            expected.append(e)
-        return False, value, " or ".join(expected)
-    if origin is tuple:
-        item = args[0]
-        if not isinstance(value, list):
-            return False, value, f"a list of {_name(item)}"
-        out = []
-        for v in value:
-            ok, cv, _ = _convert(v, item)
-            if not ok:
-                return False, value, f"a list of {_name(item)}"
-            out.append(cv)
-        return True, tuple(out), ""
-    if hint is bool:
-        return isinstance(value, bool), value, "true or false"
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
-    if hint is float:  # TOML has nan and inf: no protocol number is either
-        ok = _is_number(value) and math.isfinite(value)
-        return ok, float(value) if ok else value, "a finite number"
-    if hint is str:  # PostgreSQL refuses NUL in text: refuse it here, not at `bench run`
-        return isinstance(value, str) and "\0" not in value, value, "a string (without NUL characters)"
-    raise TypeError(f"unsupported config type {hint!r}")  # a bug in config.py, not in the suite
-
-
-def _name(hint: Any) -> str:
-    return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, str(hint))
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # A label template names config fields and nothing else: "{depth}", "{model.shortcut}". No
@@ -436,18 +366,13 @@ def _format_label(template: str, spec: JobSpec, where: str, problems: _Problems)
 
 def _parse_published(items: Any, labels: list[str], problems: _Problems) -> list[Published]:
     out = _parse_records(items, "published", Published(label="", value=0.0), ("label", "value", "source"), problems)
-    from benchmark.report.claims import KNOWN_METRICS  # torch-free
-
     for i, p in enumerate(out):
         if p.label and p.label not in labels:
             _suggest(p.label, labels, f"published[{i}].label", problems, "a label of this suite")
-        if p.metric not in KNOWN_METRICS and not (p.metric.startswith("alpha.") and len(p.metric) > 6):
+        if not is_known_metric(p.metric):
             _suggest(p.metric, list(KNOWN_METRICS), f"published[{i}].metric", problems, "a metric bench records")
-        for name, value, ok, rule in (("runs", p.runs, p.runs is None or p.runs >= 1, ">= 1"),
-                                      ("std", p.std, p.std is None or p.std >= 0, ">= 0"),
-                                      ("tolerance", p.tolerance, p.tolerance is None or p.tolerance >= 0, ">= 0")):
-            if not ok:
-                problems.add(f"published[{i}].{name}", f"{value!r} is not allowed; expected {rule}")
+        for name, value, allowed in broken_rules(p, Published.RULES):
+            problems.add(f"published[{i}].{name}", f"{value!r} is not allowed; expected {allowed}")
     return out
 
 
@@ -490,15 +415,11 @@ def _validate_claim(expr: str, labels: list[str], where: str, problems: _Problem
         return
     try:
         numbers = [n.value for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Constant)
-                   and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)]
+                   and is_number(n.value)]
     except (SyntaxError, ValueError):
         numbers = []  # validate_claim says what is wrong with the syntax
     if any(not math.isfinite(v) or abs(v) > 1e15 for v in numbers):
         problems.add(where, "holds a number beyond +-1e15; claims compare errors, losses and counts")
-        return
-    try:
-        from benchmark.report.claims import ClaimError, validate_claim
-    except ImportError:  # the reporter is optional at parse time
         return
     try:
         validate_claim(expr, labels)
@@ -508,9 +429,9 @@ def _validate_claim(expr: str, labels: list[str], where: str, problems: _Problem
 
 def _seeds(value: Any, where: str, problems: _Problems) -> list[int]:
     """``seeds = 3`` means [0, 1, 2]; ``seeds = [0, 7]`` lists them."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_JOBS:
+    if is_int(value) and 0 < value <= MAX_JOBS:
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+    if isinstance(value, list) and value and all(is_int(s) for s in value):
         if len(set(value)) != len(value):
             problems.add(where, f"{value!r} repeats a seed")
         return list(dict.fromkeys(value))
@@ -536,8 +457,8 @@ def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, pro
 
 
 def _suggest(key: str, allowed: list[str], where: str, problems: _Problems, what: str) -> None:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    close = did_you_mean(key, allowed)
+    hint = f"; {close}" if close else ""
     problems.add(where, f"{key!r} is not {what}{hint} (allowed: {', '.join(allowed)})")
 
 

@@ -6,9 +6,11 @@ types without the TOML machinery.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from benchmark.config import JobSpec
+from benchmark.validation import Rule
+from benchmark.vocabulary import TEST_ERROR, Selection
 
 # How a published number was obtained. The report prints it next to the value, because a
 # best-of-5 and a single run are not the same kind of evidence (He 2016 Table 6 mixes both).
@@ -21,7 +23,6 @@ PublishedKind = Literal[
     "derived",  # computed by us from a source (a CSV log, a formula); say how in ``note``
     "expected",  # a reference run of this benchmark (smoke suite), not a paper number
 ]
-Selection = Literal["final", "best_val", "best_test"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Published:
 
     label: str  # the cell label it belongs to
     value: float  # in the metric's unit (errors in percent)
-    metric: str = "test_error"
+    metric: str = TEST_ERROR
     kind: PublishedKind = "single"
     runs: int | None = None
     std: float | None = None  # for mean_std (and best_of when the source prints it, e.g. 6.61±0.16)
@@ -61,6 +62,12 @@ class Published:
     # chart_reading: standard uncertainty (1 sd) of reading the value off the figure, in the metric's
     # unit; None: benchmark.report.stats.DEFAULT_READING_UNCERTAINTY (0.1 pp)
     reading_uncertainty: float | None = None
+
+    RULES: ClassVar[dict[str, Rule]] = {  # None: not given
+        "runs": Rule(">= 1", lambda v: v is None or v >= 1),
+        "std": Rule(">= 0", lambda v: v is None or v >= 0),
+        "tolerance": Rule(">= 0", lambda v: v is None or v >= 0),
+    }
 
 
 @dataclass(frozen=True)

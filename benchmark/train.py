@@ -28,8 +28,10 @@ from benchmark.checkpoint import CheckpointError, Owner
 from benchmark.config import JobSpec, ScheduleConfig
 from benchmark.data import DeviceLoader, load_splits, make_loaders
 from benchmark.models import build_model, residual_scales
+from benchmark.vocabulary import (IMAGES_PER_SECOND, ITERATIONS, LR, SECONDS, SPLIT_METRICS, TRAIN_ERROR, TRAIN_LOSS,
+                                  JobState)
 
-Status = Literal["done", "diverged", "stopped"]
+Status = Literal[JobState.DONE, JobState.DIVERGED, "stopped"]  # "stopped": asked to stop, the job is not finished
 REPORT_SECONDS = 0.25  # on_step at most this often: each report waits for the device (one sync)
 WARMUP_WINDOW = 50  # iterations over which "training error below X" is judged (He 2016 §4.2)
 
@@ -156,24 +158,23 @@ def train(
         train_loss = loss_sum.item() / max(seen, 1)  # waits for the device: the clock reads after the work
         train_seconds = time.perf_counter() - t0
         metrics = {
-            "train_loss": train_loss,
-            "train_error": 100.0 * wrong.item() / max(seen, 1),
-            "lr": lr,
-            "iterations": float(state.iteration),
-            "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
+            TRAIN_LOSS: train_loss,
+            TRAIN_ERROR: 100.0 * wrong.item() / max(seen, 1),
+            LR: lr,
+            ITERATIONS: float(state.iteration),
+            IMAGES_PER_SECOND: seen / train_seconds if train_seconds > 0 else float("nan"),
         }
         if not math.isfinite(train_loss):
-            metrics["seconds"] = time.perf_counter() - t0
+            metrics[SECONDS] = time.perf_counter() - t0
             state.history.append(metrics)
             on_epoch(epoch, metrics)
-            return TrainResult("diverged", epoch, state.history,
+            return TrainResult(JobState.DIVERGED, epoch, state.history,
                                f"training loss became {train_loss} in epoch {epoch} (iteration {state.iteration})")
         for split, loader in evals.items():
-            loss_value, error = evaluate(model, loader, autocast)
-            metrics[f"{split}_loss"] = loss_value
-            metrics[f"{split}_error"] = error
+            loss_name, error_name = SPLIT_METRICS[split]
+            metrics[loss_name], metrics[error_name] = evaluate(model, loader, autocast)
         metrics.update(residual_scales(model))
-        metrics["seconds"] = time.perf_counter() - t0
+        metrics[SECONDS] = time.perf_counter() - t0
 
         state.epoch = epoch
         state.history.append(metrics)
@@ -181,7 +182,7 @@ def train(
             _save_checkpoint(Path(checkpoint), spec, owner, model, optimizer, state)
         on_epoch(epoch, metrics)
         epochs_this_call += 1
-    return TrainResult("done", state.epoch, state.history)
+    return TrainResult(JobState.DONE, state.epoch, state.history)
 
 
 @torch.no_grad()

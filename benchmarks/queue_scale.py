@@ -61,7 +61,8 @@ def requeue_stale_write_locked(self: Store, timeout_s: float = 120, max_attempts
 
     from sqlalchemy import select
 
-    from benchmark.store.schema import RUNNING, jobs_table as J, utcnow
+    from benchmark.store.schema import jobs_table as J, utcnow
+    from benchmark.vocabulary import JobState
     from benchmark.store.store import dead_local_worker
 
     host = socket.gethostname()
@@ -70,7 +71,7 @@ def requeue_stale_write_locked(self: Store, timeout_s: float = 120, max_attempts
         now = c.execute(select(utcnow())).scalar_one()
         cutoff = now - timedelta(seconds=timeout_s)
         running = c.execute(select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
-                            .where(J.c.state == RUNNING).order_by(J.c.id)).all()
+                            .where(J.c.state == JobState.RUNNING).order_by(J.c.id)).all()
         for r in running:
             if r.heartbeat_at is None or r.heartbeat_at < cutoff:
                 guard = (J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff),)
@@ -89,9 +90,10 @@ def claim_job_racing(self: Store, worker: str, device: str, suites=None) -> obje
     workers claiming at once race for the same oldest job. Kept only for ``--compare``."""
     from sqlalchemy import select, update
 
-    from benchmark.store.schema import QUEUED, RUNNING, jobs_table as J, suites_table as S, utcnow
+    from benchmark.store.schema import jobs_table as J, suites_table as S, utcnow
+    from benchmark.vocabulary import JobState
 
-    q = select(J.c.id).where(J.c.state == QUEUED)
+    q = select(J.c.id).where(J.c.state == JobState.QUEUED)
     if suites is not None:
         q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
     q = q.order_by(J.c.id).limit(16)
@@ -103,8 +105,8 @@ def claim_job_racing(self: Store, worker: str, device: str, suites=None) -> obje
                 return None
             for jid in candidates:
                 with self._write.begin() as c:
-                    won = c.execute(update(J).where(J.c.id == jid, J.c.state == QUEUED).values(
-                        state=RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
+                    won = c.execute(update(J).where(J.c.id == jid, J.c.state == JobState.QUEUED).values(
+                        state=JobState.RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
                         started_at=utcnow(), heartbeat_at=utcnow(), finished_at=None)).rowcount == 1
                 if won:
                     return self.get_job(jid)

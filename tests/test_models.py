@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 from benchmark.config import ModelConfig
 from benchmark.models import (PRESETS, ModelConfigError, build_model, count_params, get_preset, list_models,
                               num_blocks, residual_scales)
+from benchmark.models import registry
 from benchmark.models.blocks import ZeroPadShortcut
 
 # Presets too big for a CPU forward pass in a unit test: only built and counted.
@@ -106,6 +109,57 @@ def test_list_models_and_registry() -> None:
         assert all(key in r for r in rows.values())
     assert rows["resnet110"]["params"] == 1_727_962
     assert rows["preact_resnet50"]["num_classes"] == 100
+
+
+# `bench models` before the registry became one function per preset (name, depth, params), in its
+# order: nothing may be lost, renamed or changed.
+BENCH_MODELS = [
+    ('resnet20', 20, 269722),
+    ('resnet32', 32, 464154),
+    ('resnet44', 44, 658586),
+    ('resnet56', 56, 853018),
+    ('resnet110', 110, 1727962),
+    ('resnet1202', 1202, 19421274),
+    ('plain20', 20, 269722),
+    ('plain32', 32, 464154),
+    ('plain44', 44, 658586),
+    ('plain56', 56, 853018),
+    ('plain110', 110, 1727962),
+    ('tau_resnet20', 20, 269818),
+    ('tau_resnet32', 32, 464250),
+    ('tau_resnet56', 56, 853114),
+    ('tau_resnet110', 110, 1728058),
+    ('tau_resnet1202', 1202, 19421370),
+    ('tau_resnet20_nobn', 20, 268383),
+    ('tau_resnet32_nobn', 32, 461943),
+    ('tau_resnet56_nobn', 56, 849063),
+    ('tau_resnet110_nobn', 110, 1720083),
+    ('tau_resnet1202_nobn', 1202, 19334043),
+    ('rezero_resnet20', 20, 269731),
+    ('rezero_resnet56', 56, 853045),
+    ('rezero_resnet110', 110, 1728016),
+    ('preact_resnet110', 110, 1727962),
+    ('preact_resnet164', 164, 1703258),
+    ('preact_resnet1001', 1001, 10327706),
+    ('preact_resnet18', 18, 11217316),
+    ('rezero_preact_resnet18', 18, 11217324),
+    ('tanh_rezero_preact_resnet18', 18, 11217324),
+    ('preact_resnet50', 50, 23693476),
+    ('rezero_preact_resnet50', 50, 23693492),
+    ('tanh_rezero_preact_resnet50', 50, 23693492),
+]
+
+
+def test_registry_lists_what_bench_models_listed() -> None:
+    assert list(PRESETS) == [name for name, _, _ in BENCH_MODELS]
+
+
+@pytest.mark.parametrize("name,depth,params", BENCH_MODELS)
+def test_every_preset_is_written_out(name: str, depth: int, params: int) -> None:
+    rows = {r["name"]: r for r in list_models()}  # built and counted once (cached)
+    assert (rows[name]["depth"], rows[name]["params"]) == (depth, params)
+    source = inspect.getsource(registry)
+    assert re.search(rf"^def {name}\(\) -> ModelConfig:", source, re.MULTILINE), f"grep {name} finds no function"
 
 
 def test_get_preset_suggests() -> None:

@@ -359,7 +359,7 @@ class _PublishedLookup:
             self.values.setdefault(p.label, p.value)  # first published value of a label (e.g. best of 5)
 
     def selected(self, label: str, metric: str) -> float:
-        from benchmark.report.claims import ClaimPending
+        from benchmark.claims import ClaimPending
 
         if metric != "test_error" or label not in self.values:
             raise ClaimPending(label)
@@ -369,7 +369,7 @@ class _PublishedLookup:
         return 0.0 * self.selected(label, metric)
 
     def _pending(self, label: str, *args) -> float:
-        from benchmark.report.claims import ClaimPending
+        from benchmark.claims import ClaimPending
 
         raise ClaimPending(label)
 
@@ -380,7 +380,7 @@ class _PublishedLookup:
 def test_claims_hold_on_the_published_numbers(name: str) -> None:
     """A claim decidable from the suite's own published test errors must hold on them: a claim that
     contradicts its source is a typo (a label or a direction)."""
-    from benchmark.report.claims import evaluate_claim
+    from benchmark.claims import evaluate_claim
 
     suite = suite_of(name)
     lookup = _PublishedLookup(suite)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from benchmark.report.claims import ClaimError, ClaimPending, evaluate_claim, validate_claim
+from benchmark.claims import ClaimError, ClaimPending, evaluate_claim, validate_claim
 
 LABELS = ["plain-20", "plain-56", "resnet-20", "resnet-56", "resnet-110", "tau-resnet-110",
           "tau-resnet-110-nobn", "rezero-56"]

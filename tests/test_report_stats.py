@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from benchmark.report import stats as S
-from benchmark.report.claims import evaluate_claim
+from benchmark.claims import evaluate_claim
 
 X5 = np.array([6.4, 6.5, 6.6, 6.7, 6.8])
 

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.report.aggregate import metrics_needed, summarize
 from benchmark.report.api import build_tables
-from benchmark.report.claims import claim_metrics
+from benchmark.claims import claim_metrics
 from benchmark.report.curves import cell_curves
 from benchmark.report.synthetic import fake_curves, make_suite
 from benchmark.store import Store

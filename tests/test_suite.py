@@ -202,3 +202,19 @@ def test_smoke_suite_shape():
     assert all(j.spec.data.dataset == "synthetic" for j in suite.jobs)
     # the runtime its expected values were made with: changing it means regenerating them
     assert {j.spec.runtime for j in suite.jobs} == {RuntimeConfig(channels_last=True, precision="bf16")}
+
+
+def test_epoch_selections_come_from_one_place():
+    """The [suite] select rule, the Suite field and `bench report/check --select` offer the same choices."""
+    import typing
+
+    from benchmark.report.cli import check, report
+    from benchmark.suite_types import Suite
+    from benchmark.vocabulary import SELECTIONS
+
+    assert typing.get_args(typing.get_type_hints(Suite)["select"]) == SELECTIONS == ("final", "best_val", "best_test")
+    for command in (report, check):
+        option = next(p for p in command.params if p.name == "select")
+        assert tuple(option.type.choices) == SELECTIONS
+    with pytest.raises(SuiteError, match="expected one of 'final', 'best_val', 'best_test'"):
+        parse_suite(MINIMAL.replace('name = "t"', 'name = "t"\nselect = "best"'), "t.toml")

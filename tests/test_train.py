@@ -9,6 +9,7 @@ import pytest
 from benchmark.config import DataConfig, JobSpec, ModelConfig, OptimConfig, RuntimeConfig, ScheduleConfig
 from benchmark.train import CheckpointError, _length, _lr, _optimizer, _State, train
 from benchmark.models import build_model
+from benchmark.vocabulary import ALPHA_PREFIX, EPOCH_METRICS, TAU, VAL_METRICS, JobState, is_known_metric
 
 TINY = JobSpec(
     model=ModelConfig(depth=8),
@@ -106,6 +107,33 @@ def test_validation_split_adds_val_metrics():
     result = train(spec)
     assert {"val_loss", "val_error"} <= set(result.history[0])
 
+
+
+ONE_EPOCH = replace(TINY.schedule, length=1, milestones=())
+
+
+@pytest.mark.parametrize("model,val_size,scales", [
+    (ModelConfig(depth=8), 0, set()),
+    (ModelConfig(depth=8, residual_scale="rezero"), 64, {f"{ALPHA_PREFIX}stage{i}.block0" for i in (1, 2, 3)}),
+    (ModelConfig(depth=8, norm="none", residual_scale="tau", tau=0.5, tau_mode="shared_learnable"), 0, {TAU}),
+])
+def test_train_emits_exactly_the_declared_metrics(model, val_size, scales):
+    """Every name train records is one benchmark.vocabulary declares: what the reporter, the claims
+    and the suite parser read."""
+    spec = replace(TINY, model=model, data=replace(TINY.data, val_size=val_size), schedule=ONE_EPOCH)
+    recorded = []
+    result = train(spec, on_epoch=lambda e, m: recorded.append(set(m)))
+    expected = set(EPOCH_METRICS) | (set(VAL_METRICS) if val_size else set()) | scales
+    assert recorded == [expected] and set(result.history[0]) == expected
+    assert all(is_known_metric(name) for name in expected)
+
+
+def test_a_diverged_epoch_records_only_declared_metrics():
+    spec = replace(TINY, model=ModelConfig(depth=8, norm="none", residual_scale="tau", tau=1.0),
+                   optim=OptimConfig(batch_size=64, lr=1e6))
+    result = train(spec)
+    assert result.status == JobState.DIVERGED
+    assert set(result.history[-1]) <= set(EPOCH_METRICS)
 
 @pytest.mark.parametrize(
     "schedule, state, per_epoch, expected",

@@ -1,16 +1,17 @@
-"""Named presets, timm style: ``@register`` a tiny function returning a ModelConfig.
+"""Named presets, timm style: ``@register`` a tiny function returning a ModelConfig, one per name, so
+``grep resnet56`` finds the preset.
 
 Suites may start from a preset and override fields; ``list_models()`` is what ``bench models`` shows.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, Callable
 
 from benchmark.config import ModelConfig
 from benchmark.models.layout import num_blocks, tau_rule
+from benchmark.validation import did_you_mean
 
 PRESETS: dict[str, ModelConfig] = {}
 
@@ -28,8 +29,8 @@ def get_preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(PRESETS)}"
+        close = did_you_mean(name, PRESETS, n=3)
+        hint = f"; {close}" if close else f"; known: {', '.join(PRESETS)}"
         raise KeyError(f"unknown model {name!r}{hint}") from None
 
 
@@ -59,32 +60,143 @@ def _tau(depth: int) -> float:
 # He 2016 §4.2, Table 6: post-activation, option A, 6n+2 layers.
 
 
-def _resnet(depth: int, **kw: Any) -> Callable[[], ModelConfig]:
-    return lambda: ModelConfig(depth=depth, **kw)
+@register
+def resnet20() -> ModelConfig:
+    return ModelConfig(depth=20)
 
 
-def _named(name: str, make: Callable[[], ModelConfig]) -> None:
-    make.__name__ = name
-    register(make)
+@register
+def resnet32() -> ModelConfig:
+    return ModelConfig(depth=32)
 
 
-for _d in (20, 32, 44, 56, 110, 1202):
-    _named(f"resnet{_d}", _resnet(_d))
+@register
+def resnet44() -> ModelConfig:
+    return ModelConfig(depth=44)
+
+
+@register
+def resnet56() -> ModelConfig:
+    return ModelConfig(depth=56)
+
+
+@register
+def resnet110() -> ModelConfig:
+    return ModelConfig(depth=110)
+
+
+@register
+def resnet1202() -> ModelConfig:
+    return ModelConfig(depth=1202)
+
+
 # Plain counterparts (He 2016 Fig. 6): same layers, no shortcut, exactly the same parameters.
-for _d in (20, 32, 44, 56, 110):
-    _named(f"plain{_d}", _resnet(_d, shortcut="none"))
+
+
+@register
+def plain20() -> ModelConfig:
+    return ModelConfig(depth=20, shortcut="none")
+
+
+@register
+def plain32() -> ModelConfig:
+    return ModelConfig(depth=32, shortcut="none")
+
+
+@register
+def plain44() -> ModelConfig:
+    return ModelConfig(depth=44, shortcut="none")
+
+
+@register
+def plain56() -> ModelConfig:
+    return ModelConfig(depth=56, shortcut="none")
+
+
+@register
+def plain110() -> ModelConfig:
+    return ModelConfig(depth=110, shortcut="none")
+
+
 # tau-ResNet (dayu11/tau-ResNet resnet_cifar.py): x tau before the addition, BN on the strided
 # shortcut; tau = 1/sqrt(L). Depths of the README chart.
-for _d in (20, 32, 56, 110, 1202):
-    _named(f"tau_resnet{_d}", _resnet(_d, residual_scale="tau", tau=_tau(_d), shortcut_norm=True))
+
+
+@register
+def tau_resnet20() -> ModelConfig:
+    return ModelConfig(depth=20, residual_scale="tau", tau=_tau(20), shortcut_norm=True)
+
+
+@register
+def tau_resnet32() -> ModelConfig:
+    return ModelConfig(depth=32, residual_scale="tau", tau=_tau(32), shortcut_norm=True)
+
+
+@register
+def tau_resnet56() -> ModelConfig:
+    return ModelConfig(depth=56, residual_scale="tau", tau=_tau(56), shortcut_norm=True)
+
+
+@register
+def tau_resnet110() -> ModelConfig:
+    return ModelConfig(depth=110, residual_scale="tau", tau=_tau(110), shortcut_norm=True)
+
+
+@register
+def tau_resnet1202() -> ModelConfig:
+    return ModelConfig(depth=1202, residual_scale="tau", tau=_tau(1202), shortcut_norm=True)
+
+
 # tau-ResNet without BN (resnet_cifar_nobn.py): scalar biases, one shared learnable tau.
-for _d in (20, 32, 56, 110, 1202):
-    _named(f"tau_resnet{_d}_nobn", _resnet(_d, norm="none", residual_scale="tau", tau=_tau(_d),
-                                           tau_mode="shared_learnable"))
+
+
+@register
+def tau_resnet20_nobn() -> ModelConfig:
+    return ModelConfig(depth=20, norm="none", residual_scale="tau", tau=_tau(20),
+                       tau_mode="shared_learnable")
+
+
+@register
+def tau_resnet32_nobn() -> ModelConfig:
+    return ModelConfig(depth=32, norm="none", residual_scale="tau", tau=_tau(32),
+                       tau_mode="shared_learnable")
+
+
+@register
+def tau_resnet56_nobn() -> ModelConfig:
+    return ModelConfig(depth=56, norm="none", residual_scale="tau", tau=_tau(56),
+                       tau_mode="shared_learnable")
+
+
+@register
+def tau_resnet110_nobn() -> ModelConfig:
+    return ModelConfig(depth=110, norm="none", residual_scale="tau", tau=_tau(110),
+                       tau_mode="shared_learnable")
+
+
+@register
+def tau_resnet1202_nobn() -> ModelConfig:
+    return ModelConfig(depth=1202, norm="none", residual_scale="tau", tau=_tau(1202),
+                       tau_mode="shared_learnable")
+
+
 # ReZero author's notebook: akamaster ResNet (option A, kaiming_normal_ on conv and Linear) with
 # out = alpha * relu(F(x)) + x, alpha init 0 per block.
-for _d in (20, 56, 110):
-    _named(f"rezero_resnet{_d}", _resnet(_d, residual_scale="rezero", init="he_fan_in", init_linear=True))
+
+
+@register
+def rezero_resnet20() -> ModelConfig:
+    return ModelConfig(depth=20, residual_scale="rezero", init="he_fan_in", init_linear=True)
+
+
+@register
+def rezero_resnet56() -> ModelConfig:
+    return ModelConfig(depth=56, residual_scale="rezero", init="he_fan_in", init_linear=True)
+
+
+@register
+def rezero_resnet110() -> ModelConfig:
+    return ModelConfig(depth=110, residual_scale="rezero", init="he_fan_in", init_linear=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +233,31 @@ def _preact_imagenet(depth: int, **kw: Any) -> ModelConfig:
     return ModelConfig(depth=depth, block=block, stages=stages, **_KUANGLIU, **kw)
 
 
-for _d in (18, 50):
-    _named(f"preact_resnet{_d}", lambda d=_d: _preact_imagenet(d))
-    _named(f"rezero_preact_resnet{_d}", lambda d=_d: _preact_imagenet(d, residual_scale="rezero"))
-    _named(f"tanh_rezero_preact_resnet{_d}", lambda d=_d: _preact_imagenet(d, residual_scale="tanh_rezero"))
+@register
+def preact_resnet18() -> ModelConfig:
+    return _preact_imagenet(18)
+
+
+@register
+def rezero_preact_resnet18() -> ModelConfig:
+    return _preact_imagenet(18, residual_scale="rezero")
+
+
+@register
+def tanh_rezero_preact_resnet18() -> ModelConfig:
+    return _preact_imagenet(18, residual_scale="tanh_rezero")
+
+
+@register
+def preact_resnet50() -> ModelConfig:
+    return _preact_imagenet(50)
+
+
+@register
+def rezero_preact_resnet50() -> ModelConfig:
+    return _preact_imagenet(50, residual_scale="rezero")
+
+
+@register
+def tanh_rezero_preact_resnet50() -> ModelConfig:
+    return _preact_imagenet(50, residual_scale="tanh_rezero")

@@ -20,6 +20,7 @@ from benchmark.config import ModelConfig
 from benchmark.models.blocks import (ResidualUnit, ScalarBias, conv, fixup_branch, make_shortcut, nonorm_branch,
                                      post_branch, pre_branch, split_batchnorms)
 from benchmark.models.layout import BOTTLENECK_EXPANSION, stage_sizes, validate
+from benchmark.vocabulary import ALPHA_PREFIX, TAU
 
 # ----------------------------------------------------------------------------------------------
 # The network
@@ -158,10 +159,10 @@ class CifarResNet(nn.Module):
         under the same "alpha." names; shared learnable tau: {"tau": tau}; fixed tau or none: {}.
         """
         if self.tau is not None:
-            return {"tau": float(self.tau.item())}
+            return {TAU: float(self.tau.item())}
         if self.cfg.residual_scale not in ("rezero", "tanh_rezero"):
             return {}
-        return {f"alpha.stage{i + 1}.block{j}": float(unit.multiplier().item())
+        return {f"{ALPHA_PREFIX}stage{i + 1}.block{j}": float(unit.multiplier().item())
                 for i, stage in enumerate(self.stages) for j, unit in enumerate(stage)}
 
 

@@ -8,7 +8,7 @@ Import-light on purpose: matplotlib is imported only when figures are drawn.
 """
 from benchmark.report.aggregate import ReportError, SuiteResults, resolve_select, summarize
 from benchmark.report.api import CheckResult, build_tables, check_results, check_suite, resolve_suites, write_reports
-from benchmark.report.claims import ClaimError, ClaimResult, evaluate_claim, validate_claim
+from benchmark.claims import ClaimError, ClaimResult, evaluate_claim, validate_claim
 
 __all__ = [
     "CheckResult", "ClaimError", "ClaimResult", "ReportError", "SuiteResults", "build_tables",

@@ -17,20 +17,18 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from benchmark.claims import ClaimPending, ClaimResult, claim_metrics, evaluate_claim
 from benchmark.config import RuntimeConfig
 from benchmark.errors import UserError
-from benchmark.report.claims import (
-    ClaimPending,
-    ClaimResult,
-    claim_metrics,
-    evaluate_claim,
-)
 from benchmark.suite_types import Published, Suite
+from benchmark.vocabulary import (ITERATIONS, SELECTION_METRIC, TEST_ERROR, TRAIN_ERROR, TRAINED_STATES, JobState,
+                                  is_scale_metric)
 
 # A cell shows the first of these states that any of its jobs is in: trouble first, then work
 # still to do. Only a cell whose jobs are all done shows numbers.
-STATE_ORDER = ("failed", "diverged", "running", "queued", "missing", "done")
-UNFINISHED = ("running", "queued", "missing")
+MISSING = "missing"  # a cell state, not a job state: the suite expects a job the database does not have
+STATE_ORDER = (JobState.FAILED, JobState.DIVERGED, JobState.RUNNING, JobState.QUEUED, MISSING, JobState.DONE)
+UNFINISHED = (JobState.RUNNING, JobState.QUEUED, MISSING)
 
 KIND_TEXT = {
     "single": "single run",
@@ -91,7 +89,7 @@ def select_epochs(metrics: pd.DataFrame, select: str) -> pd.Series:
         return pd.Series(dtype="float64", name="epoch")
     if select == "final":
         return metrics.groupby("job_id")["epoch"].max().rename("epoch")
-    name = {"best_val": "val_error", "best_test": "test_error"}[select]
+    name = SELECTION_METRIC[select]
     m = metrics[(metrics["name"] == name) & metrics["value"].notna()]
     m = m.sort_values(["job_id", "value", "epoch"], kind="mergesort")
     return m.drop_duplicates("job_id").set_index("job_id")["epoch"].rename("epoch")
@@ -114,7 +112,7 @@ def x_axis(suite: Suite) -> str:
     """The curves' x-axis: "iterations" for iteration-scheduled suites (the cumulative
     ``iterations`` metric), "epoch" otherwise."""
     units = {j.spec.schedule.unit for j in suite.jobs}
-    return "iterations" if units == {"iteration"} else "epoch"
+    return ITERATIONS if units == {"iteration"} else "epoch"
 
 
 def metrics_needed(suite: Suite, select: str, recorded: Iterable[str]) -> list[str]:
@@ -125,15 +123,15 @@ def metrics_needed(suite: Suite, select: str, recorded: Iterable[str]) -> list[s
     (test_error, published metrics), the claims (their metric arguments), the epoch selection
     (val_error / test_error), the error curves (test_error, train_error; iterations for the
     x-axis) and the α / τ curves (alpha.*, tau)."""
-    want = {"test_error", "train_error"}
+    want = {TEST_ERROR, TRAIN_ERROR}
     want |= {p.metric for p in suite.published}
     for c in suite.claims:
         want |= claim_metrics(c.expr)
-    if select in ("best_val", "best_test"):
-        want.add({"best_val": "val_error", "best_test": "test_error"}[select])
-    if x_axis(suite) == "iterations":
-        want.add("iterations")
-    return [n for n in recorded if n in want or n == "tau" or n.startswith("alpha.")]
+    if select in SELECTION_METRIC:
+        want.add(SELECTION_METRIC[select])
+    if x_axis(suite) == ITERATIONS:
+        want.add(ITERATIONS)
+    return [n for n in recorded if n in want or is_scale_metric(n)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,7 +151,7 @@ def expected_jobs(suite: Suite, jobs: pd.DataFrame | None) -> pd.DataFrame:
     if jobs is None or jobs.empty:
         for c in cols:
             exp[c] = None
-        exp["state"] = "missing"
+        exp["state"] = MISSING
         return exp
     j = jobs
     if "suite" in j.columns and (j["suite"] == suite.name).any():
@@ -164,7 +162,7 @@ def expected_jobs(suite: Suite, jobs: pd.DataFrame | None) -> pd.DataFrame:
     for c in cols:
         if c not in exp.columns:
             exp[c] = None
-    exp["state"] = exp["state"].fillna("missing")
+    exp["state"] = exp["state"].fillna(MISSING)
     return exp
 
 
@@ -172,11 +170,11 @@ def cell_state(states: Iterable[str]) -> tuple[str, str]:
     """(state, text) of a cell from its jobs' states, e.g. ("running", "running (2/3 done)")."""
     counts = Counter(states)
     n = sum(counts.values())
-    state = next((s for s in STATE_ORDER if counts.get(s)), "missing")
-    if state == "done":
+    state = str(next((s for s in STATE_ORDER if counts.get(s)), MISSING))  # a plain str, as stored
+    if state == JobState.DONE:
         return state, "done"
-    parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s) and s != "done"]
-    text = state if counts[state] == n else f"{state} ({', '.join(parts)}; {counts.get('done', 0)}/{n} done)"
+    parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s) and s != JobState.DONE]
+    text = state if counts[state] == n else f"{state} ({', '.join(parts)}; {counts.get(JobState.DONE, 0)}/{n} done)"
     return state, text
 
 
@@ -307,7 +305,7 @@ class SuiteResults:
         return pd.DataFrame(self.records, columns=list(ROW_FIELDS), dtype=object)
 
     # -- per-seed values of a cell ---------------------------------------------------------------
-    def job_ids(self, label: str, states: tuple[str, ...] = ("done", "diverged")) -> list[Any]:
+    def job_ids(self, label: str, states: tuple[str, ...] = TRAINED_STATES) -> list[Any]:
         return [i for i, s in self._jobs_of.get(label, []) if s in states]
 
     def _seed_values(self, series: pd.Series, label: str, metric: str) -> np.ndarray:
@@ -324,27 +322,27 @@ class SuiteResults:
         state, text = self.cells[label]
         states = {s for _, s in self._jobs_of.get(label, [])}
         # A diverged run is a result (its values, NaN included, count); a failed one is not.
-        if states & {*UNFINISHED, "failed"}:
+        if states & {*UNFINISHED, JobState.FAILED}:
             raise ClaimPending(f"{label}: {text}")
 
-    # -- the claims' Lookup protocol: per-seed samples (claims test them, benchmark.report.claims) --
-    def selected(self, label: str, metric: str = "test_error") -> np.ndarray:
+    # -- the claims' Lookup protocol: per-seed samples (claims test them, benchmark.claims) --
+    def selected(self, label: str, metric: str = TEST_ERROR) -> np.ndarray:
         """Per-seed values at the suite's selected epoch."""
         self._require_finished(label)
         return self._seed_values(self.at_selected, label, metric)
 
     final = selected  # the old name, still read by claims stored before the rename
 
-    def best(self, label: str, metric: str = "test_error") -> np.ndarray:
+    def best(self, label: str, metric: str = TEST_ERROR) -> np.ndarray:
         self._require_finished(label)
         return self._seed_values(self.best_over_epochs, label, metric)
 
-    def std(self, label: str, metric: str = "test_error") -> float:
+    def std(self, label: str, metric: str = TEST_ERROR) -> float:
         self._require_finished(label)
         v = self._seed_values(self.at_selected, label, metric)
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 if len(v) == 1 else math.nan
 
-    def last(self, label: str, metric: str = "test_error") -> np.ndarray:
+    def last(self, label: str, metric: str = TEST_ERROR) -> np.ndarray:
         self._require_finished(label)
         return self._seed_values(self.at_last, label, metric)
 
@@ -367,7 +365,7 @@ class SuiteResults:
         out = []
         for seed, job_id, state in self._seeds_of.get(label, []):
             known = job_id is not None and job_id == job_id  # NaN: never registered
-            value = self._values.get((job_id, metric)) if known and state in ("done", "diverged") else None
+            value = self._values.get((job_id, metric)) if known and state in TRAINED_STATES else None
             out.append({"seed": int(seed), "job_id": _nan_to_none(job_id) if known else None, "state": state,
                         "epoch": _nan_to_none(self._epochs.get(job_id)) if known else None,
                         "value": _nan_to_none(value)})
@@ -421,7 +419,7 @@ def summarize(
         state, state_text = res.cells[label]
         n_expected = int((exp["label"] == label).sum())
         for p in published.get(label) or [None]:
-            metric = p.metric if p is not None else "test_error"
+            metric = p.metric if p is not None else TEST_ERROR
             row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
             row.update(
                 suite=suite.name, label=label, state=state, state_text=state_text, n_expected=n_expected,
@@ -434,7 +432,7 @@ def summarize(
                     tolerance=p.tolerance if p.tolerance is not None else suite.tolerance,
                     source=p.source, note=p.note,
                 )
-            if state == "done":
+            if state == JobState.DONE:
                 v = res._seed_values(res.at_selected, label, metric)
                 v = v[~np.isnan(v)]
                 row["n"] = int(len(v))

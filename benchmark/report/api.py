@@ -4,7 +4,6 @@ Kept separate from the click commands so tests and the smoke gate can call them 
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,6 +13,9 @@ import pandas as pd
 from benchmark.report.aggregate import UNFINISHED, ReportError, SuiteResults, metrics_needed, resolve_select, summarize
 from benchmark.report.render import EXTENSIONS, FORMATS, RENDERERS, render_html, render_markdown, safe_stem
 from benchmark.suite_types import Job, Suite
+from benchmark.validation import did_you_mean
+from benchmark.vocabulary import BROKEN_STATES, IMAGES_PER_SECOND, TEST_ERROR, JobState
+
 
 def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
     """SUITE arguments: a path to a .toml file, or the name of a suite registered in the database.
@@ -35,8 +37,8 @@ def resolve_suites(store: Any, names: Sequence[str]) -> list[Suite]:
             out.append(as_registered(store, suite, f"the suite file {p}") if suite.name in registered else suite)
             continue
         if name not in registered:
-            close = difflib.get_close_matches(name, list(registered), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = did_you_mean(name, registered)
+            hint = f" ({close})" if close else ""
             known = ", ".join(registered) or "none registered"
             raise SuiteError(name, [f"not a suite file and not a suite in the database{hint}; known: {known}"])
         # A problem in the stored text is the database's, not the file's that it was registered from.
@@ -158,7 +160,7 @@ class CheckResult:
 
 
 def _row_name(r: dict[str, Any]) -> str:
-    name = r["label"] if r["metric"] == "test_error" else f"{r['label']} [{r['metric']}]"
+    name = r["label"] if r["metric"] == TEST_ERROR else f"{r['label']} [{r['metric']}]"
     return f"{name} ({r['published_kind']})"
 
 
@@ -175,7 +177,7 @@ def check_results(res: SuiteResults) -> CheckResult:
     if len(unfinished):
         desc = ", ".join(f"{r.label} seed {r.seed} ({r.state})" for r in unfinished.itertuples())
         out.problems.append(f"{len(unfinished)} of {len(j)} jobs not finished: {desc}")
-    broken = j[j["state"].isin(["failed", "diverged"])]
+    broken = j[j["state"].isin(BROKEN_STATES)]
     for r in broken.itertuples():
         err = f": {r.error}" if isinstance(r.error, str) and r.error else ""
         out.problems.append(f"{r.label} seed {r.seed} {r.state}{err}")
@@ -202,7 +204,7 @@ def check_results(res: SuiteResults) -> CheckResult:
             )
         elif verdict == "plumbing":
             out.undecided.append(f"{name}: quick run, plumbing only: not compared")
-        elif verdict == "broken" and r["state"] == "done":
+        elif verdict == "broken" and r["state"] == JobState.DONE:
             out.problems.append(f"{name}: {r['note'] or 'no value'}")
     for claim, cr in res.claims:
         out.compared += 1
@@ -233,5 +235,5 @@ def plan_suite(store: Any, suite: Suite) -> list[Any]:
 
     (res,) = build_tables(store, [suite])
     jobs = store.jobs_frame(None)
-    speed = store.metrics_frame(names=["images_per_second"]) if not jobs.empty else None
+    speed = store.metrics_frame(names=[IMAGES_PER_SECOND]) if not jobs.empty else None
     return plan_rows(res, jobs, speed)

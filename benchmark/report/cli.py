@@ -17,6 +17,7 @@ import click
 from benchmark.report.aggregate import ReportError
 from benchmark.report.render import FORMATS
 from benchmark.store import URL_HELP, Store
+from benchmark.vocabulary import SELECTIONS, JobState
 
 
 
@@ -27,7 +28,7 @@ from benchmark.store import URL_HELP, Store
               show_default=True, help="Output format; repeat for several.")
 @click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the reports; figures go to OUT/figures/.")
-@click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
+@click.option("--select", type=click.Choice(SELECTIONS), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="Draw error curves.")
 @click.option("--band", type=click.Choice(["std", "range"]), default="std", show_default=True,
@@ -61,7 +62,7 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
         raise ReportError(f"cannot write the reports to {out_dir}: {e.strerror or e}"
                           f"{' (' + e.filename + ')' if e.filename else ''}; choose another --out") from None
     for res in results:
-        n_done = int((res.jobs["state"] == "done").sum())
+        n_done = int((res.jobs["state"] == JobState.DONE).sum())
         click.echo(f"{res.suite.name}: {n_done}/{len(res.jobs)} jobs done, {len(res.rows)} rows, "
                    f"{len(res.claims)} claims")
     for p in written:
@@ -72,7 +73,7 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
 @click.command()
 @click.argument("suite")
 @click.option("--db", default=None, help=URL_HELP)
-@click.option("--select", type=click.Choice(["final", "best_val", "best_test"]), default=None,
+@click.option("--select", type=click.Choice(SELECTIONS), default=None,
               help="Override the suite's epoch selection (best_test only where the suite selects it).")
 @click.option("-v", "--verbose", is_flag=True, help="Also list what passed.")
 @click.option("--allow-inconclusive", is_flag=True,

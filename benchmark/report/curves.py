@@ -28,12 +28,13 @@ from benchmark.report.render import Figure, safe_stem
 from benchmark.report.style import (
     FEW_POINTS, PUBLISHED_COLOUR, FigureStyle, add_colourbar, figure_legend, new_figure, palette, save, style_context,
 )
+from benchmark.vocabulary import ALPHA_PREFIX, ITERATIONS, TAU, TEST_ERROR, TRAIN_ERROR
 
 # matplotlib's object API, not pyplot: no display backend and no global figure registry (nothing
 # to close), and pyplot's import time is saved.
 
 _SCALE_NAMES = {"tau": "τ-scaled", "rezero": "ReZero", "tanh_rezero": "tanh-ReZero"}
-ERROR_METRICS = ("test_error", "train_error")
+ERROR_METRICS = (TEST_ERROR, TRAIN_ERROR)
 
 
 def panel_of(spec) -> str:
@@ -76,13 +77,13 @@ def seed_curves(res: SuiteResults, names: list[str] | tuple[str, ...] | None = N
     if m.empty:
         return pd.DataFrame(columns=cols)
     names_col = m["name"].astype(str) if not isinstance(m["name"].dtype, pd.CategoricalDtype) else m["name"]
-    keep = names_col.isin(names) if names is not None else (names_col.str.startswith("alpha.") | (names_col == "tau"))
+    keep = names_col.isin(names) if names is not None else (names_col.str.startswith(ALPHA_PREFIX) | (names_col == TAU))
     c = m[keep.to_numpy()]
     lab = res.jobs.dropna(subset=["job_id"]).set_index("job_id")["label"]
     c = c.assign(label=c["job_id"].map(lab).to_numpy(), name=c["name"].astype(str).to_numpy())
     c = c[c["label"].notna()]
-    if x_axis(res.suite) == "iterations":
-        it = m[(names_col == "iterations").to_numpy()].set_index(["job_id", "epoch"])["value"]
+    if x_axis(res.suite) == ITERATIONS:
+        it = m[(names_col == ITERATIONS).to_numpy()].set_index(["job_id", "epoch"])["value"]
         at = pd.MultiIndex.from_arrays([c["job_id"], c["epoch"]])
         x = it.reindex(at).to_numpy()
         c = c.assign(x=np.where(np.isnan(x), c["epoch"].to_numpy(dtype=float), x))
@@ -146,7 +147,7 @@ def _fill_bands(ax, bands: list) -> None:
 
 
 def _x_ticks(ax, xname: str) -> None:
-    if xname == "iterations":
+    if xname == ITERATIONS:
         # He 2016 Fig. 6 counts iterations in units of 1e4; "32k" reads the same without an offset label.
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
     else:
@@ -224,7 +225,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                 key = key_of[label]
                 colour, marker = pal.colour(key), pal.marker(key)
                 end = float(specs[label].schedule.length)  # the end of training, in x units
-                for metric, ls, width, alpha in (("train_error", "--", 0.9, 0.10), ("test_error", "-", 1.5, 0.22)):
+                for metric, ls, width, alpha in ((TRAIN_ERROR, "--", 0.9, 0.10), (TEST_ERROR, "-", 1.5, 0.22)):
                     c = lines.get((label, metric))
                     if c is None:
                         continue
@@ -245,7 +246,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                                 markeredgewidth=0.8, clip_on=False)
             _fill_bands(ax, bands)
             ax.set_title(panel)
-            ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
+            ax.set_xlabel("iterations" if xname == ITERATIONS else "epochs")
             ax.set_ylabel("error (%)")
             _x_ticks(ax, xname)
             if not by_depth and not pal.needs_colourbar:  # labels differ per panel: a legend each
@@ -263,7 +264,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         elif by_depth:
             handles += [Line2D([], [], color=pal.colour(k), marker=pal.marker(k), markersize=3, label=f"{k} layers")
                         for k in pal.keys]
-        n = curves[curves["name"] == "test_error"].groupby("label")["n"].max().tolist()
+        n = curves[curves["name"] == TEST_ERROR].groupby("label")["n"].max().tolist()
         handles += [Line2D([], [], color="0.2", linewidth=1.5, label="test error (solid)"),
                     Line2D([], [], color="0.2", linewidth=0.9, linestyle="--", label="training error (dashed)"),
                     band_handle(style, n)]
@@ -286,7 +287,7 @@ def _natural(name: str) -> list[Any]:
 
 
 def _scale_name(name: str) -> str:
-    return "τ" if name == "tau" else name.removeprefix("alpha.")
+    return "τ" if name == TAU else name.removeprefix(ALPHA_PREFIX)
 
 
 def scale_figure(res: SuiteResults, out_dir: Path, stem: str, style: FigureStyle | None = None) -> Figure | None:
@@ -321,7 +322,7 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
             _fill_bands(ax, bands)
             ax.axhline(0, color="0.5", linewidth=0.5)
             ax.set_title(label)
-            ax.set_xlabel("iterations" if xname == "iterations" else "epochs")
+            ax.set_xlabel("iterations" if xname == ITERATIONS else "epochs")
             ax.set_ylabel("residual scale (α or τ)")
             _x_ticks(ax, xname)
             if pal.needs_colourbar:  # 16 blocks of ReZero-50 make an unreadable legend: a colour bar

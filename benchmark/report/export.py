@@ -26,6 +26,8 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from benchmark.escaping import spreadsheet_safe
+from benchmark.vocabulary import SECONDS, JobState
+
 
 FORMATS = ("csv", "json", "parquet")
 LONG_COLUMNS = ["suite", "key", "label", "seed", "epoch", "name", "value"]  # the export's columns before config
@@ -203,7 +205,7 @@ def job_runs(store: Any, suites: Sequence[str] | None = None) -> Iterable[JobRun
         start = _ms(row["started_at"])
         # A step's wall time: the job's start plus the training seconds of the epochs so far (the
         # "seconds" metric); the store keeps no per-epoch timestamp.
-        secs = m[m["name"] == "seconds"].set_index("epoch")["value"].sort_index().cumsum()
+        secs = m[m["name"] == SECONDS].set_index("epoch")["value"].sort_index().cumsum()
         offset = m["epoch"].map(secs).fillna(0.0).to_numpy() if len(secs) else np.zeros(len(m))
         base = start if start is not None else _ms(pd.Timestamp.now(tz="UTC"))
         m = m.assign(timestamp_ms=(base + 1000 * np.nan_to_num(offset)).astype(np.int64))
@@ -241,8 +243,8 @@ class ExportSummary:
 # MLflow
 
 # MLflow's RunStatus for a job's state. A queued or running job is exported as far as it got.
-MLFLOW_STATUS = {"done": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "running": "RUNNING",
-                 "queued": "SCHEDULED"}
+MLFLOW_STATUS = {JobState.DONE: "FINISHED", JobState.FAILED: "FAILED", JobState.DIVERGED: "FAILED",
+                 JobState.RUNNING: "RUNNING", JobState.QUEUED: "SCHEDULED"}
 _MLFLOW_BATCH = 1000  # MLflow's log_batch limit: 1000 metrics, 100 params, 100 tags per call
 
 

@@ -21,6 +21,8 @@ from benchmark.config import JobSpec
 from benchmark.report.aggregate import SuiteResults, _with_printed_means
 from benchmark.report.stats import PRIOR_SPREAD, Target, compare, seeds_needed
 from benchmark.suite_types import Suite
+from benchmark.vocabulary import IMAGES_PER_SECOND, JobState
+
 
 CIFAR_TRAIN = 50_000
 
@@ -81,9 +83,9 @@ def measured_speed(jobs: pd.DataFrame | None, metrics: pd.DataFrame | None, spec
         stored = json.loads(config).get("model", {})
         return all(stored[k] == v for k, v in model.items() if k in stored)
 
-    done = jobs[jobs["state"] == "done"]
+    done = jobs[jobs["state"] == JobState.DONE]
     ids = [r.job_id for r in done.itertuples() if same(r.config)]
-    m = metrics[metrics["job_id"].isin(ids) & (metrics["name"] == "images_per_second")]["value"].dropna()
+    m = metrics[metrics["job_id"].isin(ids) & (metrics["name"] == IMAGES_PER_SECOND)]["value"].dropna()
     if m.empty:
         return None
     devices = sorted({str(d) for d in done[done["job_id"].isin(ids)]["device"].dropna()})
@@ -108,7 +110,8 @@ def plan_rows(res: SuiteResults, jobs: pd.DataFrame | None, speed_metrics: pd.Da
         spec = spec_of[p.label]
         target = Target(p.kind, p.value, p.runs, p.std, p.reading_uncertainty)
         margin = p.tolerance if p.tolerance is not None else suite.tolerance
-        values = res._seed_values(res.at_selected, p.label, p.metric) if res.cells[p.label][0] == "done" else np.array([])
+        done = res.cells[p.label][0] == JobState.DONE
+        values = res._seed_values(res.at_selected, p.label, p.metric) if done else np.array([])
         values = values[np.isfinite(values)]
         prior = PRIOR_SPREAD.get(spec.data.dataset)
         n_expected = sum(1 for j in suite.jobs if j.label == p.label)

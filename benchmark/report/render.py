@@ -18,6 +18,8 @@ from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
 from benchmark.report.provenance import code_versions, header_lines
 from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
+from benchmark.vocabulary import TEST_ERROR, JobState
+
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
@@ -67,7 +69,7 @@ def _num(v: Any, digits: int = 2, sign: bool = False) -> str:
 
 
 def measured_text(row: dict[str, Any], pm: str = "±") -> str:
-    if row["state"] != "done":
+    if row["state"] != JobState.DONE:
         return row["state_text"]  # never a number for an unfinished or broken cell
     if row["mean"] is None:
         return f"no {row['metric']}"
@@ -95,7 +97,7 @@ def verdict_text(row: dict[str, Any]) -> str:
 
 
 def row_cells(row: dict[str, Any], pm: str = "±") -> list[str]:
-    label = row["label"] if row["metric"] == "test_error" else f"{row['label']} [{row['metric']}]"
+    label = row["label"] if row["metric"] == TEST_ERROR else f"{row['label']} [{row['metric']}]"
     return [
         label,
         measured_text(row, pm),

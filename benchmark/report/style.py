@@ -18,6 +18,7 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure as MplFigure
 
 from benchmark.report.render import Figure
+from benchmark.validation import is_number
 
 Band = Literal["std", "range"]
 VECTOR_FORMATS = ("svg", "pdf")
@@ -126,7 +127,7 @@ def palette(keys: Sequence[Any]) -> Palette:
     keys = tuple(keys)
     if len(keys) <= len(OKABE_ITO):
         return Palette(keys, OKABE_ITO[:len(keys)])
-    numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in keys)
+    numeric = all(is_number(k) for k in keys)
     if numeric:
         norm = Normalize(min(keys), max(keys))
         return Palette(keys, tuple(SEQUENTIAL(norm(k)) for k in keys), SEQUENTIAL, norm)
@@ -139,7 +140,7 @@ def add_colourbar(fig: MplFigure, axes: Sequence[Any], pal: Palette, label: str,
     """A colour bar beside ``axes`` for a palette too long for a legend; ``text`` names a key."""
     cb = fig.colorbar(pal.mappable(), ax=list(axes), shrink=0.9, pad=0.02, aspect=30)
     cb.set_label(label)
-    numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in pal.keys)
+    numeric = all(is_number(k) for k in pal.keys)
     if not numeric:  # ticks at the keys' positions, thinned to at most 8 so they stay readable
         step = max(1, -(-len(pal.keys) // 8))
         ticks = list(range(0, len(pal.keys), step))

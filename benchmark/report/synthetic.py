@@ -14,6 +14,8 @@ import pandas as pd
 
 from benchmark.config import JobSpec, ModelConfig, ScheduleConfig
 from benchmark.suite_types import Claim, Job, Published, Suite
+from benchmark.vocabulary import (IMAGES_PER_SECOND, ITERATIONS, LR, SECONDS, TEST_ERROR, TEST_LOSS, TRAIN_ERROR,
+                                  TRAIN_LOSS, JobState)
 
 
 def make_suite(
@@ -55,14 +57,14 @@ def fake_curves(label: str, seed: int, epochs: int, with_alpha: bool = False) ->
     test = floor + 60.0 * np.exp(-t / max(epochs / 6, 1)) * drop + rng.normal(0, 0.3, epochs)
     train = test - 4.0 - rng.normal(0, 0.3, epochs)
     out = {
-        "test_error": test,
-        "train_error": np.clip(train, 0, None),
-        "test_loss": test / 30.0,
-        "train_loss": train / 30.0,
-        "lr": np.where(t > epochs // 2, 0.01, 0.1),
-        "seconds": np.full(epochs, 10.0),
-        "images_per_second": np.full(epochs, 5000.0),
-        "iterations": t * 391,  # CIFAR-10 at batch 128
+        TEST_ERROR: test,
+        TRAIN_ERROR: np.clip(train, 0, None),
+        TEST_LOSS: test / 30.0,
+        TRAIN_LOSS: train / 30.0,
+        LR: np.where(t > epochs // 2, 0.01, 0.1),
+        SECONDS: np.full(epochs, 10.0),
+        IMAGES_PER_SECOND: np.full(epochs, 5000.0),
+        ITERATIONS: t * 391,  # CIFAR-10 at batch 128
     }
     if with_alpha:
         for b in range(3):
@@ -82,7 +84,7 @@ def fake_metrics(suite: Suite, with_alpha: bool = False, epochs: int | None = No
     return pd.concat(frames, ignore_index=True)
 
 
-def fake_jobs(suite: Suite, state: str = "done") -> pd.DataFrame:
+def fake_jobs(suite: Suite, state: str = JobState.DONE) -> pd.DataFrame:
     """A jobs frame as the store returns it, every job in ``state``."""
     return pd.DataFrame({
         "job_id": [j.key for j in suite.jobs], "suite": suite.name, "key": [j.key for j in suite.jobs],
@@ -106,5 +108,5 @@ def fill_store(store, suite: Suite, epochs: int | None = None, with_alpha: bool 
         curves = fake_curves(r.label, r.seed, n, with_alpha)
         for e in range(n):
             store.record_epoch(r.job_id, e + 1, {k: float(v[e]) for k, v in curves.items()})
-        store.finish(r.job_id, "done")
+        store.finish(r.job_id, JobState.DONE)
     return len(jobs)

@@ -25,9 +25,12 @@ from benchmark.report.render import Figure
 from benchmark.report.style import (
     PUBLISHED_COLOUR, FigureStyle, figure_legend, new_figure, palette, save, style_context,
 )
+from benchmark.validation import is_number
+from benchmark.vocabulary import TEST_ERROR, JobState
+
 
 LEVEL = 0.95
-METRIC = "test_error"
+METRIC = TEST_ERROR
 # Fields that make a family (panel_of) or follow from others: never the x-axis.
 _NOT_AXIS = {"seed", "model.num_classes", "model.stages", "model.shortcut", "model.residual_scale", "model.order",
              "model.norm", "data.dataset"}
@@ -80,7 +83,7 @@ def varied_axis(res: SuiteResults) -> XAxis:
             by_family.setdefault(family[lab], set()).add(repr(cfg.get(field)))
         if any(len(v) > 1 for v in by_family.values()):
             vals = {lab: cfg.get(field) for lab, cfg in flat.items()}
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals.values())
+            numeric = all(is_number(v) for v in vals.values())
             return XAxis(field, vals if numeric else {k: str(v) for k, v in vals.items()}, numeric)
     return XAxis("cell", {lab: lab for lab in specs}, False)
 
@@ -106,7 +109,7 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
     axis = varied_axis(res)
     one_series = axis.name == "cell"
     family = {lab: ("cells" if one_series else panel_of(spec)) for lab, spec in specs.items()}
-    measured = {lab: cell_values(res, lab) for lab in res.suite.labels if res.cells.get(lab, ("",))[0] == "done"}
+    measured = {lab: cell_values(res, lab) for lab in res.suite.labels if res.cells.get(lab, ("",))[0] == JobState.DONE}
     measured = {lab: v[~np.isnan(v)] for lab, v in measured.items()}
     measured = {lab: v for lab, v in measured.items() if len(v)}
     published = {p.label: p for p in res.suite.published if p.metric == METRIC and p.label in specs}

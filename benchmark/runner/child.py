@@ -41,6 +41,8 @@ from benchmark.runner.job import JobOptions, execute
 from benchmark.store import Store, head_revision, provenance
 from benchmark.store.store import dead_local_worker
 from benchmark.train import Step
+from benchmark.vocabulary import JobState
+
 
 FAULT_ENV = "BENCH_FAULT"
 
@@ -128,7 +130,7 @@ def run_child(conn, request: dict[str, Any]) -> None:
 
     store = Store(request["db"], create=False)
     job = store.get_job(request["job_id"])
-    if job.state != "running" or job.worker != request["worker"]:
+    if job.state != JobState.RUNNING or job.worker != request["worker"]:
         send("end", {"outcome": "lost", "message": "the job was no longer ours"})
         return
     options: JobOptions = request["options"]

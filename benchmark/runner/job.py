@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 from benchmark.store import JobRecord, Store, StoreError, environment, provenance
+from benchmark.vocabulary import JobState
 
 if TYPE_CHECKING:
     from benchmark.train import Step
@@ -147,18 +148,18 @@ def execute(
         if note is not None:  # worth another attempt: back in the queue until max_attempts
             state = store.fail_attempt(job.id, note, options.max_attempts, worker=worker)
             return "retry" if state else "lost"
-        if not store.finish(job.id, "failed", error=traceback.format_exc(), worker=worker):
+        if not store.finish(job.id, JobState.FAILED, error=traceback.format_exc(), worker=worker):
             return "lost"
         return "failed"
     finally:
         done.set()
         thread.join()
 
-    if result.status == "done":
+    if result.status == JobState.DONE:
         # the final checkpoint stays: it holds the trained weights
-        return "done" if store.finish(job.id, "done", worker=worker) else "lost"
-    if result.status == "diverged":
-        return "diverged" if store.finish(job.id, "diverged", error=result.message, worker=worker) else "lost"
+        return "done" if store.finish(job.id, JobState.DONE, worker=worker) else "lost"
+    if result.status == JobState.DIVERGED:
+        return "diverged" if store.finish(job.id, JobState.DIVERGED, error=result.message, worker=worker) else "lost"
     if lost.is_set() or not store.release(job.id, worker=worker):
         return "lost"
     return "released"

@@ -4,18 +4,21 @@ timeouts, folders, and for a cluster the Slurm request).
 A profile has a ``[runner]`` table (every key optional, defaults below) and, for a cluster, a
 ``[slurm]`` table. Command-line flags override single keys (``--jobs-per-device 2``). A mistake is
 reported like a suite mistake: the file, the key, the bad value and what is allowed, all at once.
+
+A table becomes its dataclass the way a suite's sections do (``benchmark.validation.convert``: the
+field's type hint is the schema), then each class's ``RULES`` (beside its fields) check the values.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from benchmark.errors import ConfigFileError
+from benchmark.validation import Rule, convert, did_you_mean, field_hints
 
 
 class RunnerProfileError(ConfigFileError):
@@ -29,6 +32,37 @@ def default_lock_dir() -> str:
     must still share its GPUs, so the default lives in the system's temp folder."""
     user = os.environ.get("USER") or str(os.getuid())
     return str(Path(tempfile.gettempdir()) / f"bench-{user}" / "locks")
+
+
+AT_LEAST_1 = Rule("an integer >= 1", lambda v: v >= 1)
+AT_LEAST_0 = Rule("an integer >= 0", lambda v: v >= 0)
+POSITIVE = Rule("a number > 0", lambda v: v > 0)
+
+
+def _devices_ok(v: str) -> bool:
+    v = v.strip().lower()
+    if v in ("auto", "cpu", "cuda"):
+        return True
+    parts = [p.strip() for p in v.split(",")]
+    return all(p.isdigit() for p in parts) and len(set(parts)) == len(parts)
+
+
+def _minutes(v: str) -> int | None:
+    """A Slurm time limit "HH:MM:SS", "MM:SS" or "D-HH:MM:SS" in minutes (seconds round up); None if it is none."""
+    days, _, rest = v.rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        d = int(days) if days else 0
+    except ValueError:
+        return None
+    if len(parts) == 3:
+        h, m, s = parts
+    elif len(parts) == 2:
+        h, m, s = 0, *parts
+    else:
+        return None
+    total = d * 1440 + h * 60 + m + (1 if s else 0)
+    return total if total > 0 else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,19 @@ class SlurmOptions:
     # after its time limit or a preemption while queued jobs remain; 0: never (resubmit by hand).
     requeues: int = 10
 
+    INTERNAL: ClassVar[tuple[str, ...]] = ()  # fields a profile does not set
+    RULES: ClassVar[dict[str, Rule]] = {
+        "workers": AT_LEAST_1,
+        "time": Rule('minutes (an integer) or "HH:MM:SS" / "D-HH:MM:SS"', lambda v: v > 0),  # strings: _minutes
+        "gpus_per_node": AT_LEAST_0,
+        "cpus_per_task": AT_LEAST_1,
+        "mem_gb": AT_LEAST_1,
+        "array_parallelism": AT_LEAST_0,
+        "executor": Rule('"slurm" or "local" (a test hook)', lambda v: v in ("slurm", "local")),
+        "signal_delay": AT_LEAST_1,
+        "requeues": AT_LEAST_0,
+    }
+
 
 @dataclass(frozen=True)
 class RunnerProfile:
@@ -74,6 +121,19 @@ class RunnerProfile:
     max_epochs: int = 0  # 0: no budget; N: each job trains at most N epochs per call
     path: str = ""  # the file this came from ("" for the defaults)
     slurm: SlurmOptions | None = None
+
+    INTERNAL: ClassVar[tuple[str, ...]] = ("path", "slurm")  # set by load_profile, not by a [runner] key
+    RULES: ClassVar[dict[str, Rule]] = {
+        "devices": Rule('"auto", "cpu", "cuda" (every visible GPU) or a list of CUDA indices like "0,1"', _devices_ok),
+        "jobs_per_device": AT_LEAST_1,
+        "workers": AT_LEAST_1,
+        "threads": AT_LEAST_0,
+        "heartbeat_seconds": POSITIVE,
+        "stale_timeout": POSITIVE,
+        "max_attempts": AT_LEAST_1,
+        "poll_seconds": POSITIVE,
+        "max_epochs": AT_LEAST_0,
+    }
 
     def checkpoint_folder(self, database_url: str, database_id: str) -> Path:
         """Where the jobs of one database keep their checkpoints: ``checkpoint_dir`` when set;
@@ -99,10 +159,10 @@ class RunnerProfile:
         given = {k: v for k, v in values.items() if v is not None}
         if not given:
             return self
-        problems = _check(given, RUNNER_RULES, "")
+        values, problems = _build(RunnerProfile, given, "")
         if problems:
             raise RunnerProfileError("command line", problems)
-        return replace(self, **given)
+        return replace(self, **values)
 
 
 def usable_cores() -> int:
@@ -129,96 +189,26 @@ def job_threads(threads: int, concurrent_jobs: int, cores: int | None = None) ->
     return max(1, ((cores or usable_cores()) - 1) // max(1, concurrent_jobs))
 
 
-_POSITIVE_INT = ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-_NON_NEG_INT = ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-_POSITIVE_NUM = ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
-_STR = ("a string", lambda v: isinstance(v, str))
-
-
-def _devices_ok(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
-    v = v.strip().lower()
-    if v in ("auto", "cpu", "cuda"):
-        return True
-    parts = [p.strip() for p in v.split(",")]
-    return all(p.isdigit() for p in parts) and len(set(parts)) == len(parts)
-
-
-RUNNER_RULES: dict[str, tuple[str, Any]] = {
-    "devices": ('"auto", "cpu", "cuda" (every visible GPU) or a list of CUDA indices like "0,1"', _devices_ok),
-    "jobs_per_device": _POSITIVE_INT,
-    "workers": _POSITIVE_INT,
-    "threads": _NON_NEG_INT,
-    "heartbeat_seconds": _POSITIVE_NUM,
-    "stale_timeout": _POSITIVE_NUM,
-    "max_attempts": _POSITIVE_INT,
-    "poll_seconds": _POSITIVE_NUM,
-    "lock_dir": _STR,
-    "checkpoint_dir": _STR,
-    "log_dir": _STR,
-    "data_dir": _STR,
-    "max_epochs": _NON_NEG_INT,
-}
-
-
-def _time_ok(v: Any) -> bool:
-    return _minutes(v) is not None
-
-
-def _minutes(v: Any) -> int | None:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v if v > 0 else None
-    if not isinstance(v, str):
-        return None
-    days, _, rest = v.rpartition("-")
-    try:
-        parts = [int(p) for p in rest.split(":")]
-        d = int(days) if days else 0
-    except ValueError:
-        return None
-    if len(parts) == 3:
-        h, m, s = parts
-    elif len(parts) == 2:
-        h, m, s = 0, *parts
-    else:
-        return None
-    total = d * 1440 + h * 60 + m + (1 if s else 0)
-    return total if total > 0 else None
-
-
-SLURM_RULES: dict[str, tuple[str, Any]] = {
-    "workers": _POSITIVE_INT,
-    "partition": _STR,
-    "time": ('minutes (an integer) or "HH:MM:SS" / "D-HH:MM:SS"', _time_ok),
-    "gpus_per_node": _NON_NEG_INT,
-    "cpus_per_task": _POSITIVE_INT,
-    "mem_gb": _POSITIVE_INT,
-    "account": _STR,
-    "qos": _STR,
-    "constraint": _STR,
-    "array_parallelism": _NON_NEG_INT,
-    "log_dir": _STR,
-    "extra": ("a table of sbatch options", lambda v: isinstance(v, dict)),
-    "executor": ('"slurm" or "local" (a test hook)', lambda v: v in ("slurm", "local")),
-    "signal_delay": _POSITIVE_INT,
-    "requeues": _NON_NEG_INT,
-}
-
-
-def _check(table: Mapping[str, Any], rules: Mapping[str, tuple[str, Any]], where: str) -> list[str]:
+def _build(cls: type, table: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """A TOML table checked against the user-set fields of ``cls``: (converted values, problems). Types
+    come from the fields' hints (``convert``, as for suites), value rules from ``cls.RULES``."""
+    hints = field_hints(cls)
+    allowed = [name for name in hints if name not in cls.INTERNAL]
+    values: dict[str, Any] = {}
     problems = []
     for key, value in table.items():
         name = f"{where}{key}"
-        if key not in rules:
-            close = difflib.get_close_matches(key, list(rules), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{name}: unknown key{hint} (allowed: {', '.join(rules)})")
+        if key not in allowed:
+            close = did_you_mean(key, allowed)
+            problems.append(f"{name}: unknown key{'; ' + close if close else ''} (allowed: {', '.join(allowed)})")
             continue
-        allowed, ok = rules[key]
-        if not ok(value):
-            problems.append(f"{name} = {value!r}: must be {allowed}")
-    return problems
+        ok, converted, expected = convert(value, hints[key])
+        rule = cls.RULES.get(key)
+        if ok and (rule is None or rule.ok(converted)):
+            values[key] = converted
+        else:
+            problems.append(f"{name} = {value!r}: must be {rule.allowed if rule else expected}")
+    return values, problems
 
 
 def load_profile(path: str | Path | None) -> RunnerProfile:
@@ -246,14 +236,15 @@ def load_profile(path: str | Path | None) -> RunnerProfile:
     if slurm is not None and not isinstance(slurm, dict):
         problems.append("slurm: must be a table ([slurm])")
         slurm = None
-    problems += _check(runner, RUNNER_RULES, "runner.")
-    if slurm is not None:
-        problems += _check(slurm, SLURM_RULES, "slurm.")
-    if problems:
-        raise RunnerProfileError(str(path), problems)
+    runner_values, runner_problems = _build(RunnerProfile, runner, "runner.")
+    problems += runner_problems
     slurm_options = None
     if slurm is not None:
-        if "time" in slurm:
-            slurm["time"] = _minutes(slurm["time"])
-        slurm_options = SlurmOptions(**slurm)
-    return RunnerProfile(**runner, path=str(path), slurm=slurm_options)  # _check allowed only its fields
+        if isinstance(slurm.get("time"), str):  # "HH:MM:SS" -> minutes; a bad string stays, to be refused
+            slurm = {**slurm, "time": _minutes(slurm["time"]) or slurm["time"]}
+        slurm_values, slurm_problems = _build(SlurmOptions, slurm, "slurm.")
+        problems += slurm_problems
+        slurm_options = SlurmOptions(**slurm_values)
+    if problems:
+        raise RunnerProfileError(str(path), problems)
+    return RunnerProfile(**runner_values, path=str(path), slurm=slurm_options)

@@ -39,6 +39,7 @@ from benchmark.errors import UserError
 from benchmark.runner.profile import RunnerProfile, SlurmOptions, load_profile
 from benchmark.store import display_url
 from benchmark.store.db import sqlite_path
+from benchmark.vocabulary import JobState
 
 
 class SlurmError(UserError, RuntimeError):
@@ -75,7 +76,7 @@ def queued_jobs(db_url: str, suites: Sequence[str]) -> int:
     from benchmark.store import Store
 
     with Store(db_url, create=False) as store:
-        return sum(s["queued"] for s in store.suites() if not suites or s["name"] in suites)
+        return sum(s[JobState.QUEUED] for s in store.suites() if not suites or s["name"] in suites)
 
 
 @dataclass(frozen=True)

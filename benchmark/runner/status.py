@@ -11,8 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.store import Store
+from benchmark.vocabulary import ITERATIONS, SECONDS, TEST_ERROR, JobState
 
-STATE_STYLE = {"done": "green", "running": "cyan", "queued": "default", "diverged": "yellow", "failed": "red"}
+
+STATE_STYLE = {JobState.DONE: "green", JobState.RUNNING: "cyan", JobState.QUEUED: "default",
+               JobState.DIVERGED: "yellow", JobState.FAILED: "red"}
 
 
 def _total_epochs(config: str, iterations_per_epoch: float | None) -> int | None:
@@ -40,7 +43,7 @@ def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFr
     epoch), ``eta_s`` (for running and queued jobs: seconds per epoch so far x epochs left) and
     ``slurm_job`` (the Slurm job that ran it last, or NaN)."""
     jobs = store.jobs_frame(suites)
-    metrics = store.metrics_frame(suites, names=["test_error", "seconds", "iterations"])
+    metrics = store.metrics_frame(suites, names=[TEST_ERROR, SECONDS, ITERATIONS])
     metrics = metrics[metrics.epoch >= 1]
     last = {}
     per_epoch_s: dict[int, float] = {}
@@ -50,18 +53,18 @@ def status_frame(store: Store, suites: Sequence[str] | None = None) -> pd.DataFr
                                    observed=True, aggfunc="last")
         for jid, g in wide.groupby(level=0):
             g = g.droplevel(0).sort_index()
-            if "test_error" in g:
-                last[jid] = g["test_error"].iloc[-1]
-            if "seconds" in g:
-                per_epoch_s[jid] = float(g["seconds"].mean())
-            if "iterations" in g:
-                per_epoch_it[jid] = float(g["iterations"].iloc[-1]) / float(g.index[-1])
-    jobs["test_error"] = [last.get(j, float("nan")) for j in jobs.job_id]
+            if TEST_ERROR in g:
+                last[jid] = g[TEST_ERROR].iloc[-1]
+            if SECONDS in g:
+                per_epoch_s[jid] = float(g[SECONDS].mean())
+            if ITERATIONS in g:
+                per_epoch_it[jid] = float(g[ITERATIONS].iloc[-1]) / float(g.index[-1])
+    jobs[TEST_ERROR] = [last.get(j, float("nan")) for j in jobs.job_id]
     jobs["epochs"] = [_total_epochs(c, per_epoch_it.get(j)) for c, j in zip(jobs.config, jobs.job_id)]
     eta = []
     for row in jobs.itertuples():
         spe = per_epoch_s.get(row.job_id)
-        if row.state in ("running", "queued") and spe is not None and row.epochs:
+        if row.state in (JobState.RUNNING, JobState.QUEUED) and spe is not None and row.epochs:
             eta.append(spe * max(0, row.epochs - row.epochs_done))
         else:
             eta.append(float("nan"))
@@ -99,7 +102,7 @@ def status_table(frame: pd.DataFrame, title: str | None = None) -> Table:
 def summary(frame: pd.DataFrame) -> str:
     counts = frame.state.value_counts().to_dict()
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    running = frame[frame.state == "running"]
+    running = frame[frame.state == JobState.RUNNING]
     if len(running) and running.eta_s.notna().any():
         text += f"; running jobs finish in about {_duration(running.eta_s.max())}"
     return text

@@ -42,7 +42,8 @@ from benchmark.runner.devices import Device, DeviceError, Slot, SlotPool, discov
 from benchmark.runner.job import JobOptions
 from benchmark.runner.profile import RunnerProfile, job_threads
 from benchmark.runner.slurm import slurm_job_id
-from benchmark.store import DIVERGED, FAILED, FINAL_STATES, JobRecord, NotFound, Store, StoreError, display_url
+from benchmark.store import JobRecord, NotFound, Store, StoreError, display_url
+from benchmark.vocabulary import BROKEN_STATES, FINAL_STATES, JobState
 
 LOG_TAIL_CHARS = 1500
 # SIGUSR2: Slurm's warning before the time limit (see runner/slurm.py); it stops the worker like SIGTERM
@@ -292,9 +293,9 @@ class Worker:
     def _count_queued(self) -> int:
         if self.tried:
             frame = self.store.jobs_frame(self.suites)
-            return int(((frame.state == "queued") & frame.orphaned_at.isna()
+            return int(((frame.state == JobState.QUEUED) & frame.orphaned_at.isna()
                         & ~frame.job_id.isin(list(self.tried))).sum())
-        return sum(s["queued"] for s in self.store.suites() if self.suites is None or s["name"] in self.suites)
+        return sum(s[JobState.QUEUED] for s in self.store.suites() if self.suites is None or s["name"] in self.suites)
 
     def _start(self, slot: Slot, job: JobRecord, worker: str) -> None:
         p = self.profile
@@ -383,7 +384,7 @@ class Worker:
                     self.profile.max_attempts, worker=r.worker)
                 outcome = "crashed" if state else "lost"
                 self._say(f"[red]{label}: {escape(reason)}; "
-                          + ("back in the queue" if state == "queued" else f"{state or 'gone'}") + "[/red]")
+                          + ("back in the queue" if state == JobState.QUEUED else f"{state or 'gone'}") + "[/red]")
         elif outcome in ("failed", "diverged"):
             self._say(f"[{'red' if outcome == 'failed' else 'yellow'}]{label}: {outcome}: {escape(r.message)}"
                       f"[/]")
@@ -439,7 +440,8 @@ class Worker:
         rows = [s for s in suites if self.suites is None or s["name"] in self.suites]
         total = sum(s["jobs"] for s in rows)
         final = sum(s[state] for s in rows for state in FINAL_STATES)
-        counts = {state: sum(s[state] for s in rows) for state in ("queued", "running", "failed", "diverged")}
+        counts = {state: sum(s[state] for s in rows)
+                  for state in (JobState.QUEUED, JobState.RUNNING, *BROKEN_STATES)}
         info = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         names = escape(", ".join(s["name"] for s in rows) or "no suite")
         self.progress.update(self.overall, description=f"[bold]{names}", total=total, completed=final, info=info)
@@ -466,5 +468,5 @@ def failed_jobs(store: Store, job_ids: Iterable[int] | None = None, suites: Sequ
     frame = store.jobs_frame(suites)
     if job_ids is not None:
         frame = frame[frame.job_id.isin(list(job_ids))]
-    bad = frame[frame.state.isin([FAILED, DIVERGED])]
+    bad = frame[frame.state.isin(BROKEN_STATES)]
     return [f"{r.label} seed {r.seed} ({r.state})" for r in bad.itertuples()]

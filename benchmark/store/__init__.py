@@ -1,5 +1,6 @@
 """The results database: the only code that touches it. See ``store.py`` for the job life cycle,
-epoch numbering and NaN handling, ``db.py`` for SQLite settings and migrations."""
+epoch numbering and NaN handling, ``db.py`` for SQLite settings and migrations. Job states are
+``benchmark.vocabulary.JobState``."""
 from __future__ import annotations
 
 from .db import (
@@ -13,7 +14,6 @@ from .db import (
     resolve_url,
 )
 from .environment import Provenance, environment, git_version, provenance
-from .schema import DIVERGED, DONE, FAILED, FINAL_STATES, QUEUED, RUNNING, STATES
 from .store import JobRecord, Store
 
 
@@ -52,7 +52,7 @@ def schema_revision(url: str | None = None) -> tuple[str | None, str]:
 
 
 __all__ = [
-    "DEFAULT_URL", "URL_HELP", "DIVERGED", "DONE", "FAILED", "FINAL_STATES", "QUEUED", "RUNNING", "STATES",
+    "DEFAULT_URL", "URL_HELP",
     "JobRecord", "NotFound", "SchemaError", "Store", "StoreError", "display_url", "environment",
     "Provenance", "git_version", "head_revision", "provenance", "resolve_url", "schema_revision", "upgrade",
 ]

@@ -25,11 +25,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
 
-# Job states. queued -> running -> done | diverged | failed; running -> queued on a lost worker
-# (requeue_stale) or on Ctrl-C (release).
-QUEUED, RUNNING, DONE, DIVERGED, FAILED = "queued", "running", "done", "diverged", "failed"
-STATES = (QUEUED, RUNNING, DONE, DIVERGED, FAILED)
-FINAL_STATES = (DONE, DIVERGED, FAILED)
+from benchmark.vocabulary import JobState
+
 
 
 class utcnow(FunctionElement):
@@ -86,7 +83,7 @@ class JobRow(Base):
     label: Mapped[str] = mapped_column(String(200))
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[str] = mapped_column(Text)  # JobSpec.canonical_json()
-    state: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)  # a JobState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))  # "host:pid[...]"
     device: Mapped[str | None] = mapped_column(String(100))

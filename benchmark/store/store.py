@@ -41,17 +41,12 @@ from sqlalchemy import and_, bindparam, case, delete, func, literal, select, upd
 from benchmark.config import JobSpec
 from benchmark.errors import UserError
 from benchmark.suite_types import Job, Suite
+from benchmark.vocabulary import BROKEN_STATES, FINAL_STATES, JobState
 
 from . import db
 from .db import NotFound, StoreError, display_url, resolve_url, translate_errors
 from .environment import Provenance
 from .schema import (
-    DIVERGED,
-    FAILED,
-    FINAL_STATES,
-    QUEUED,
-    RUNNING,
-    STATES,
     code_diffs_table as CD,
     database_table as D,
     jobs_table as J,
@@ -234,7 +229,7 @@ class Store:
                     f"{suite.name}` deletes them)")
             c.execute(update(S).where(S.c.id == sid).values(**values))
             new = [dict(suite_id=sid, key=k, cell=j.spec.cell_key, label=j.label, seed=j.seed,
-                        config=j.spec.canonical_json(), state=QUEUED, attempts=0, epochs_done=0)
+                        config=j.spec.canonical_json(), state=JobState.QUEUED, attempts=0, epochs_done=0)
                    for k, j in jobs.items() if k not in existing]
             if new:
                 c.execute(self._insert(J).on_conflict_do_nothing(index_elements=["suite_id", "key"])
@@ -258,7 +253,7 @@ class Store:
         ``dry_run`` (every `bench run` asks) only reads: no write lock."""
         with self._guard(), (self._engine.connect() if dry_run else self._write.begin()) as c:
             sid = self._suite_id(c, suite)
-            where = and_(J.c.suite_id == sid, J.c.orphaned_at.is_not(None), J.c.state != RUNNING)
+            where = and_(J.c.suite_id == sid, J.c.orphaned_at.is_not(None), J.c.state != JobState.RUNNING)
             rows = [tuple(r) for r in c.execute(select(J.c.id, J.c.label, J.c.seed, J.c.state)
                                                  .where(where).order_by(J.c.id))]
             if rows and not dry_run:
@@ -280,7 +275,7 @@ class Store:
                 per.setdefault(sid, {})[state] = n
         out = []
         for r in rows:
-            states = {s: per.get(r.id, {}).get(s, 0) for s in STATES}
+            states = {s.value: per.get(r.id, {}).get(s, 0) for s in JobState}
             out.append(dict(name=r.name, path=r.path, title=r.title, registered_at=r.registered_at,
                             jobs=sum(states.values()), **states))
         return out
@@ -301,19 +296,19 @@ class Store:
             c.execute(delete(S).where(S.c.id == sid))
         return n
 
-    def reset_jobs(self, suite: str, states: Iterable[str] = (FAILED, DIVERGED), *,
+    def reset_jobs(self, suite: str, states: Iterable[str] = BROKEN_STATES, *,
                    clear_metrics: bool = False) -> int:
         """Put a suite's jobs in ``states`` back in the queue with a fresh attempt count; returns how
         many. Their metrics are kept (a resumed run overwrites them epoch by epoch) unless
         ``clear_metrics``, which also sets epochs_done to 0. Running jobs are never reset."""
-        states = [s for s in states if s != RUNNING]
-        bad = set(states) - set(STATES)
+        states = [s for s in states if s != JobState.RUNNING]
+        bad = set(states) - set(JobState)
         if bad:
-            raise ValueError(f"unknown job states {sorted(bad)}; states are {', '.join(STATES)}")
+            raise ValueError(f"unknown job states {sorted(bad)}; states are {', '.join(JobState)}")
         with self._guard(), self._write.begin() as c:
             sid = self._suite_id(c, suite)
             where = and_(J.c.suite_id == sid, J.c.state.in_(states))
-            values: dict[str, Any] = dict(state=QUEUED, attempts=0, error=None, worker=None,
+            values: dict[str, Any] = dict(state=JobState.QUEUED, attempts=0, error=None, worker=None,
                                           device=None, started_at=None, heartbeat_at=None,
                                           finished_at=None)
             if clear_metrics:
@@ -335,7 +330,7 @@ class Store:
         doubled claims/s and cut the p99 claim latency ~9x (benchmarks/queue_scale.py, README).
         On SQLite (one host, one writer at a time) candidates are read outside the write lock and
         taken one compare-and-set at a time: fewer statements per claim, which measured faster there."""
-        q = select(J.c.id).where(J.c.state == QUEUED, J.c.orphaned_at.is_(None))
+        q = select(J.c.id).where(J.c.state == JobState.QUEUED, J.c.orphaned_at.is_(None))
         if job_id is not None:
             q = q.where(J.c.id == job_id)
         if exclude:
@@ -343,7 +338,7 @@ class Store:
         if suites is not None:
             q = q.where(J.c.suite_id.in_(select(S.c.id).where(S.c.name.in_(list(suites)))))
         q = q.order_by(J.c.id)
-        take = dict(state=RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
+        take = dict(state=JobState.RUNNING, worker=worker, device=device, attempts=J.c.attempts + 1,
                     started_at=utcnow(), heartbeat_at=utcnow(), finished_at=None)
         with self._guard():
             while True:
@@ -355,13 +350,13 @@ class Store:
                     with self._write.begin() as c:
                         jid = c.execute(q.limit(1).with_for_update(skip_locked=True)).scalar()
                         won = jid is not None and c.execute(
-                            update(J).where(J.c.id == jid, J.c.state == QUEUED).values(**take)).rowcount == 1
+                            update(J).where(J.c.id == jid, J.c.state == JobState.QUEUED).values(**take)).rowcount == 1
                     if won:
                         return self.get_job(jid)
                     continue  # every queued row was being claimed: look again
                 for jid in candidates:
                     with self._write.begin() as c:
-                        won = c.execute(update(J).where(J.c.id == jid, J.c.state == QUEUED)
+                        won = c.execute(update(J).where(J.c.id == jid, J.c.state == JobState.QUEUED)
                                         .values(**take)).rowcount == 1
                     if won:
                         return self.get_job(jid)
@@ -370,7 +365,7 @@ class Store:
         """Stamp the job's heartbeat. False when the job is no longer running for ``worker`` (it was
         requeued or reset): the worker must stop working on it."""
         with self._guard(), self._write.begin() as c:
-            return c.execute(update(J).where(J.c.id == job_id, J.c.state == RUNNING,
+            return c.execute(update(J).where(J.c.id == job_id, J.c.state == JobState.RUNNING,
                                               J.c.worker == worker)
                              .values(heartbeat_at=utcnow())).rowcount == 1
 
@@ -387,7 +382,7 @@ class Store:
             epochs_done=case((J.c.epochs_done < epoch, epoch), else_=J.c.epochs_done),
             heartbeat_at=utcnow())
         if worker is not None:
-            upd = upd.where(J.c.state == RUNNING, J.c.worker == worker)
+            upd = upd.where(J.c.state == JobState.RUNNING, J.c.worker == worker)
         with self._guard(), self._write.begin() as c:
             if c.execute(upd).rowcount != 1:
                 if worker is not None:
@@ -408,15 +403,15 @@ class Store:
         upd = update(J).where(J.c.id == job_id).values(
             state=state, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
         if worker is not None:
-            upd = upd.where(J.c.state == RUNNING, J.c.worker == worker)
+            upd = upd.where(J.c.state == JobState.RUNNING, J.c.worker == worker)
         with self._guard(), self._write.begin() as c:
             return c.execute(upd).rowcount == 1
 
     def release(self, job_id: int, worker: str | None = None) -> bool:
         """Put a running job back in the queue without counting the attempt (Ctrl-C, shutdown).
         Its metrics stay; the next worker resumes from the last checkpoint."""
-        upd = update(J).where(J.c.id == job_id, J.c.state == RUNNING).values(
-            state=QUEUED, attempts=case((J.c.attempts > 0, J.c.attempts - 1), else_=0),
+        upd = update(J).where(J.c.id == job_id, J.c.state == JobState.RUNNING).values(
+            state=JobState.QUEUED, attempts=case((J.c.attempts > 0, J.c.attempts - 1), else_=0),
             worker=None, device=None, heartbeat_at=None)
         if worker is not None:
             upd = upd.where(J.c.worker == worker)
@@ -430,7 +425,7 @@ class Store:
         Returns the new state ('queued' or 'failed'), or '' if the job was not running (for
         ``worker``)."""
         with self._guard(), self._write.begin() as c:
-            q = select(J.c.attempts).where(J.c.id == job_id, J.c.state == RUNNING)
+            q = select(J.c.attempts).where(J.c.id == job_id, J.c.state == JobState.RUNNING)
             if worker is not None:
                 q = q.where(J.c.worker == worker)
             attempts = c.execute(q).scalar()
@@ -442,11 +437,11 @@ class Store:
     @staticmethod
     def _lose(c, job_id: int, attempts: int, reason: str, max_attempts: int, *where) -> str:
         if attempts >= max_attempts:
-            values = dict(state=FAILED, finished_at=utcnow(),
+            values = dict(state=JobState.FAILED, finished_at=utcnow(),
                           error=f"gave up after {attempts} attempts; last error: {reason}")
         else:
-            values = dict(state=QUEUED, worker=None, device=None, heartbeat_at=None, error=reason)
-        n = c.execute(update(J).where(J.c.id == job_id, J.c.state == RUNNING, *where)
+            values = dict(state=JobState.QUEUED, worker=None, device=None, heartbeat_at=None, error=reason)
+        n = c.execute(update(J).where(J.c.id == job_id, J.c.state == JobState.RUNNING, *where)
                       .values(**values)).rowcount
         return values["state"] if n == 1 else ""
 
@@ -466,7 +461,7 @@ class Store:
             cutoff = now - timedelta(seconds=timeout_s)
             running = c.execute(
                 select(J.c.id, J.c.worker, J.c.heartbeat_at, J.c.attempts)
-                .where(J.c.state == RUNNING, J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
+                .where(J.c.state == JobState.RUNNING, J.c.heartbeat_at.is_(None) | (J.c.heartbeat_at < cutoff)
                        | J.c.worker.like(f"{host}:%"))
                 .order_by(J.c.id)).all()
         lost = []

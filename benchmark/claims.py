@@ -39,11 +39,14 @@ otherwise. A margin is part of the claim's text: ``selected("a") < selected("b")
 that much better". The claim table prints each comparison's difference with its 90 % CI.
 
 String constants are only allowed as the label and metric arguments of result functions.
+
+Lives beside ``benchmark.suite`` (it was ``benchmark.report.claims``): a suite's claims are part of
+its meaning, so the parser validates them with this module and the reporter (``benchmark.report``)
+evaluates them with it; the dependency points down. Metric names come from ``benchmark.vocabulary``.
 """
 from __future__ import annotations
 
 import ast
-import difflib
 import math
 import operator
 from dataclasses import dataclass, field
@@ -52,6 +55,8 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from benchmark.errors import UserError
+from benchmark.validation import did_you_mean, is_number
+from benchmark.vocabulary import KNOWN_METRICS, TEST_ERROR, is_known_metric
 
 __all__ = [
     "ClaimError",
@@ -59,7 +64,6 @@ __all__ = [
     "ClaimResult",
     "Lookup",
     "RESULT_FUNCTIONS",
-    "KNOWN_METRICS",
     "evaluate_claim",
     "validate_claim",
 ]
@@ -75,18 +79,14 @@ class ClaimPending(Exception):
 
 # name -> (parameter names, defaults for trailing parameters)
 RESULT_FUNCTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "selected": (("label", "metric"), {"metric": "test_error"}),
-    "final": (("label", "metric"), {"metric": "test_error"}),  # deprecated name of selected
-    "best": (("label", "metric"), {"metric": "test_error"}),
-    "std": (("label", "metric"), {"metric": "test_error"}),
-    "last": (("label", "metric"), {"metric": "test_error"}),
+    "selected": (("label", "metric"), {"metric": TEST_ERROR}),
+    "final": (("label", "metric"), {"metric": TEST_ERROR}),  # deprecated name of selected
+    "best": (("label", "metric"), {"metric": TEST_ERROR}),
+    "std": (("label", "metric"), {"metric": TEST_ERROR}),
+    "last": (("label", "metric"), {"metric": TEST_ERROR}),
     "epoch_reaching": (("label", "metric", "threshold"), {}),
 }
 MATH_FUNCTIONS: dict[str, Callable[..., float]] = {"abs": abs, "min": min, "max": max}
-KNOWN_METRICS = (
-    "train_loss", "train_error", "test_loss", "test_error", "val_loss", "val_error",
-    "lr", "seconds", "images_per_second", "iterations", "tau",
-)  # plus "alpha.<block name>"
 
 _COMPARE = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
@@ -121,8 +121,8 @@ def _parse(expr: str) -> ast.Expression:
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = did_you_mean(name, choices)
+    return f" ({close})" if close else ""
 
 
 def _bind(call: ast.Call, name: str) -> dict[str, ast.expr]:
@@ -144,7 +144,7 @@ def _bind(call: ast.Call, name: str) -> dict[str, ast.expr]:
 
 
 def _check_metric(metric: str) -> None:
-    if metric in KNOWN_METRICS or (metric.startswith("alpha.") and len(metric) > 6):
+    if is_known_metric(metric):
         return
     raise ClaimError(f"unknown metric {metric!r}{_suggest(metric, KNOWN_METRICS)}")
 
@@ -169,7 +169,7 @@ def _walk(node: ast.AST, labels: set[str] | None, *, boolean: bool) -> None:
             f"a claim must be a comparison (e.g. final(\"a\") < final(\"b\")), got {ast.unparse(node)!r}"
         )
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+        if not is_number(node.value):
             raise ClaimError(f"constant {node.value!r} is not a number (strings only name labels and metrics)")
         return
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
