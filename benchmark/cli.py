@@ -1,4 +1,6 @@
-"""The `bench` command line: thin wrappers that parse, call and print."""
+"""The `bench` command line: thin wrappers that parse, call and print. The run engine (profile
+overrides, register then work here or submit to Slurm) is ``benchmark.runner.api``; the reporter's is
+``benchmark.report.api``."""
 from __future__ import annotations
 
 import json
@@ -141,56 +143,32 @@ def run(suite_path: str, db: str | None, quick: bool, dry_run: bool, replace: bo
     _run(suite, db, runner, local=quick, replace=replace)
 
 
-def _profile(runner: dict):
-    from benchmark.runner.profile import load_profile
-
-    runner = dict(runner)
-    profile = load_profile(runner.pop("runner_path", None))
-    if runner.get("devices"):
-        runner["devices"] = runner["devices"].removeprefix("cuda:")  # --device cuda:1, as before
-    return profile.override(**runner)
-
-
 def _run(suite, db: str | None, runner: dict, local: bool = False, replace: bool = False) -> None:
     """Register ``suite`` and work its queue here, or submit workers to Slurm (profile with [slurm],
-    unless ``local``: a quick run is a check of this machine's set-up)."""
-    from benchmark.runner.status import status_frame, summary
-    from benchmark.runner.worker import EXIT_JOBS_FAILED, EXIT_OK, failed_jobs, run_worker
+    unless ``local``: a quick run is a check of this machine's set-up). The engine: benchmark.runner.api."""
+    from benchmark.runner import api
 
-    profile = _profile(runner)
+    profile, overrides = api.runner_profile(runner)
     store = _store(db)
-    added, present = store.register_suite(suite, replace=replace)
-    click.echo(f"suite '{suite.name}': {len(suite.jobs)} jobs ({added} new, {present} already registered)")
-    orphans = store.prune_orphans(suite.name, dry_run=True)
-    if orphans:
-        click.echo(f"{len(orphans)} registered job(s) of '{suite.name}' are no longer in its text (orphans: not "
-                   f"trained or reported); `bench prune {suite.name} --yes` deletes them")
+    reg = api.register(store, suite, replace=replace)
+    click.echo(f"suite '{reg.suite}': {reg.jobs} jobs ({reg.added} new, {reg.present} already registered)")
+    if reg.orphans:
+        click.echo(f"{reg.orphans} registered job(s) of '{reg.suite}' are no longer in its text (orphans: not "
+                   f"trained or reported); `bench prune {reg.suite} --yes` deletes them")
     if profile.slurm is not None and not local:
-        _submit(profile, store.url, [suite.name])
+        jobs = api.submit(profile, store.url, [suite.name], overrides, console=console)
+        click.echo(f"submitted {len(jobs)} `bench worker` job(s): {', '.join(str(j.job_id) for j in jobs)} "
+                   f"(logs in {profile.slurm.log_dir}); follow them with `bench status --watch 10 --db {store.url}`")
         return
-    outcomes, code = run_worker(store, profile, [suite.name], console=console)
-    click.echo("jobs: " + summary(status_frame(store, [suite.name])))
-    if outcomes.get("released"):
+    result = api.work(store, profile, [suite.name], console=console)
+    click.echo("jobs: " + result.summary)
+    if result.paused:
         click.echo("some jobs were paused; run the same command again to continue them")
-    bad = failed_jobs(store, suites=[suite.name])
-    if bad and code == EXIT_OK:
-        code = EXIT_JOBS_FAILED  # also those of an earlier run: the suite is not done
-    if bad:
-        click.echo(f"{len(bad)} job(s) ended failed or diverged: {', '.join(bad)}; "
+    if result.failed:
+        click.echo(f"{len(result.failed)} job(s) ended failed or diverged: {', '.join(result.failed)}; "
                    f"`bench show JOB` says why, `bench retry {suite.name}` queues them again", err=True)
-    if code:
-        sys.exit(code)
-
-
-def _submit(profile, url: str, suites: list[str]) -> None:
-    from benchmark.runner.slurm import sqlite_warning, submit
-
-    warning = sqlite_warning(url)
-    if warning:
-        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
-    jobs = submit(profile, url, suites)
-    click.echo(f"submitted {len(jobs)} `bench worker` job(s): {', '.join(str(j.job_id) for j in jobs)} "
-               f"(logs in {profile.slurm.log_dir}); follow them with `bench status --watch 10 --db {url}`")
+    if result.code:
+        sys.exit(result.code)
 
 
 @main.command()
@@ -205,9 +183,10 @@ def worker(db: str | None, suites: tuple[str, ...], wait: bool, **runner) -> Non
     locks), and several hosts share a PostgreSQL database. Ctrl-C stops the jobs at their next step
     and puts them back in the queue; exit code 130 (143 for SIGTERM).
     """
+    from benchmark.runner.api import runner_profile
     from benchmark.runner.worker import run_worker
 
-    profile = _profile(runner)
+    profile, _ = runner_profile(runner)
     store = _store(db)
     outcomes, code = run_worker(store, profile, list(suites) or None, wait=wait, console=console)
     click.echo("this worker: " + (", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "no jobs"))

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -30,22 +30,11 @@ from benchmark.data import DeviceLoader, load_splits, make_loaders
 from benchmark.models import build_model, residual_scales
 from benchmark.vocabulary import (IMAGES_PER_SECOND, ITERATIONS, LR, SECONDS, SPLIT_METRICS, TRAIN_ERROR, TRAIN_LOSS,
                                   JobState)
+from benchmark.progress import Step  # torch-free, so the worker reads it without torch
 
 Status = Literal[JobState.DONE, JobState.DIVERGED, "stopped"]  # "stopped": asked to stop, the job is not finished
 REPORT_SECONDS = 0.25  # on_step at most this often: each report waits for the device (one sync)
 WARMUP_WINDOW = 50  # iterations over which "training error below X" is judged (He 2016 §4.2)
-
-
-@dataclass(frozen=True)
-class Step:
-    """Progress of the current epoch, for progress bars."""
-
-    epoch: int  # 1-based
-    epochs: int
-    iteration: int  # global, 0-based count of optimiser steps done
-    iterations: int  # total in the schedule
-    loss: float
-    error: float  # running training error of this epoch, percent
 
 
 @dataclass
@@ -78,6 +67,7 @@ def train(
     on_step: Callable[[Step], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     max_epochs: int | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Run (or continue) ``spec``. ``on_epoch(epoch, metrics)`` is called once per epoch, 1-based,
     after the checkpoint of that epoch is on disk; on resume it is replayed for the epochs already done
@@ -85,7 +75,9 @@ def train(
 
     ``checkpoint`` is resumed from only when it names ``owner`` (the database job it belongs to; None
     for a run outside any database, whose checkpoint must then name none and have ``spec``'s key);
-    anything else raises ``CheckpointError``."""
+    anything else raises ``CheckpointError``. ``resume``: the contents of ``checkpoint`` when the caller
+    has read them already (``benchmark.runner.job.claim_checkpoint``), so the file is read once; they
+    are checked as the file would be."""
     device = torch.device(device)
     splits = load_splits(spec.data, data_dir)
 
@@ -104,7 +96,7 @@ def train(
     total_iterations, total_epochs = _length(spec.schedule, per_epoch)
     state = _State()
     if checkpoint is not None and Path(checkpoint).exists():
-        state = _load_checkpoint(Path(checkpoint), spec, owner, model, optimizer, device)
+        state = _load_checkpoint(Path(checkpoint), spec, owner, model, optimizer, device, resume)
         for i, metrics in enumerate(state.history, start=1):
             on_epoch(i, metrics)
     step_fn = torch.compile(model) if spec.runtime.compile else model
@@ -155,8 +147,14 @@ def train(
                              100.0 * wrong_total / seen))
             if should_stop():
                 return TrainResult("stopped", state.epoch, state.history)
-        train_loss = loss_sum.item() / max(seen, 1)  # waits for the device: the clock reads after the work
+        if device.type == "cuda":
+            # The clock must stop after the epoch's work, not when the host has queued it: CUDA
+            # kernels run asynchronously, so wait for them explicitly rather than rely on the
+            # implicit sync of the .item() below (airbench times its epochs with CUDA events read
+            # after torch.cuda.synchronize(): KellerJordan/airbench airbench94.py).
+            torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
+        train_loss = loss_sum.item() / max(seen, 1)
         metrics = {
             TRAIN_LOSS: train_loss,
             TRAIN_ERROR: 100.0 * wrong.item() / max(seen, 1),
@@ -311,8 +309,11 @@ def _save_checkpoint(path: Path, spec: JobSpec, owner: Owner | None, model: nn.M
 
 
 def _load_checkpoint(path: Path, spec: JobSpec, owner: Owner | None, model: nn.Module, optimizer,
-                     device) -> _State:
-    payload = ckpt.read(path, map_location=device)
+                     device, payload: Mapping[str, Any] | None = None) -> _State:
+    # A payload read on the CPU loads the same numbers: load_state_dict copies each tensor into the
+    # model's and optimiser's own (the optimiser casts its state to its parameters' device).
+    if payload is None:
+        payload = ckpt.read(path, map_location=device)
     found = ckpt.owner_of(payload)
     if found != owner or (owner is None and payload.get("key") != spec.key):
         theirs = found.describe() if found else f"no database (key {payload.get('key')})"

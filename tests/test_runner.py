@@ -198,11 +198,12 @@ def test_cpu_threads_leave_a_core_free_unless_the_profile_or_flag_says_otherwise
     assert job_threads(3, 4, cores=2) == 3  # the profile's (or --threads') value wins
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
     # --threads reaches the profile, and a submitted Slurm worker gets it as a flag
-    from benchmark.runner.slurm import profile_overrides, worker_command
+    from benchmark.runner.api import runner_profile
+    from benchmark.runner.slurm import worker_command
 
     path = ROOT / "runners" / "slurm.toml"
-    overrides = profile_overrides(load_profile(path).override(threads=2))
-    assert overrides == {"threads": 2}
+    profile, overrides = runner_profile({"runner_path": str(path), "threads": 2, "workers": None})
+    assert profile.threads == 2 and overrides == {"threads": 2}
     assert worker_command("sqlite:////x.sqlite", str(path), ["s"], overrides)[-2:] == ["--threads", "2"]
     result = CliRunner().invoke(main, ["worker", "--threads", "0", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}"])
     assert result.exit_code == 2 and "--threads" in result.output
@@ -526,15 +527,17 @@ def test_slurm_parameters_are_ones_submitit_accepts_and_the_command_is_a_worker(
 
 
 def test_slurm_workers_get_the_command_line_overrides_and_quick_runs_here(tmp_path):
-    from benchmark.runner.slurm import profile_overrides, worker_command
+    from benchmark.runner.api import runner_profile
+    from benchmark.runner.slurm import worker_command
 
     path = ROOT / "runners" / "slurm.toml"
-    profile = load_profile(path).override(jobs_per_device=4, max_epochs=2, workers=None)
-    overrides = profile_overrides(profile)
+    # the overrides the command line parsed travel as they are (typed in any order), never re-read from the file
+    profile, overrides = runner_profile(dict(runner_path=str(path), max_epochs=2, jobs_per_device=4, workers=None))
     assert overrides == {"jobs_per_device": 4, "max_epochs": 2}
+    assert (profile.jobs_per_device, profile.max_epochs) == (4, 2)
     cmd = worker_command("sqlite:////x.sqlite", str(path), ["s"], overrides)
     assert cmd[cmd.index("--suite"):] == ["--suite", "s", "--jobs-per-device", "4", "--max-epochs", "2"]
-    assert profile_overrides(load_profile(path)) == {}
+    assert runner_profile({"runner_path": str(path)}) == (load_profile(path), {})
 
     # --quick checks this machine's set-up: it trains here even with a [slurm] profile, never submits
     profile = write_profile(tmp_path)

@@ -103,7 +103,7 @@ def fill_store(store, suite: Suite, epochs: int | None = None, with_alpha: bool 
     for r in jobs.itertuples():
         spec = next(j.spec for j in suite.jobs if j.key == r.key)
         n = epochs or (spec.schedule.length if spec.schedule.unit == "epoch" else -(-spec.schedule.length // 391))
-        assert store.claim_job("synthetic", "cpu", job_id=r.job_id) is not None
+        assert store.claim_job_id("synthetic", "cpu", job_id=r.job_id) is not None
         store.set_environment(r.job_id, env or {"torch": "synthetic", "device": "cpu", "git_commit": None})
         curves = fake_curves(r.label, r.seed, n, with_alpha)
         for e in range(n):

@@ -5,8 +5,9 @@ fork server that has imported torch once, so a job starts in milliseconds rather
 
 - sets ``CUDA_VISIBLE_DEVICES`` to the slot's GPU before CUDA is touched, so the job sees exactly one
   GPU, as ``cuda:0``;
-- sends its progress to the worker over a pipe: ``("start", {...})``, ``("step", {...})`` at most a
-  few times a second, ``("epoch", {...})`` and finally ``("end", {"outcome": ..., "message": ...})``;
+- gets one ``JobRequest`` and sends its progress to the worker over a pipe as the typed messages of
+  ``benchmark.runner.messages``: ``Started``, ``Step`` at most a few times a second, ``EpochDone``,
+  ``Warned`` and finally ``Finished`` (the outcome and message ``execute`` returned);
 - writes its stderr (warnings, tracebacks, a fault handler dump on a segfault) to a log file the
   worker quotes when the process dies;
 - ignores SIGINT (the worker decides what a Ctrl-C means) and treats SIGTERM as "stop at the next
@@ -32,17 +33,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import torch  # noqa: F401  (the fork server imports this module once; every job then starts warm)
 
 from benchmark.runner.devices import Device
-from benchmark.runner.job import JobOptions, execute
+from benchmark.runner.job import execute
+from benchmark.runner.messages import EpochDone, Finished, JobRequest, Message, Started, Warned
 from benchmark.store import Store, head_revision, provenance
 from benchmark.store.store import dead_local_worker
-from benchmark.train import Step
-from benchmark.vocabulary import JobState
-
+from benchmark.vocabulary import ITERATIONS, TEST_ERROR, TRAIN_ERROR, TRAIN_LOSS
 
 FAULT_ENV = "BENCH_FAULT"
 
@@ -88,16 +87,16 @@ def _inject(kind: str) -> None:
     raise ValueError(f"{FAULT_ENV}: unknown fault {kind!r} (raise, oom, exit, kill)")
 
 
-def run_child(conn, request: dict[str, Any]) -> None:
-    """Entry point in the job's process. ``request``: job_id, worker, db, device (a ``Device``),
-    options (a ``JobOptions``), threads, log."""
-    device: Device = request["device"]
+def run_child(conn, request: JobRequest) -> None:
+    """Entry point in the job's process."""
+    device = request.device
     os.environ.update(device.child_env())  # before anything initialises CUDA
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    log = Path(request["log"])
+    job = request.job
+    log = Path(request.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
@@ -106,64 +105,56 @@ def run_child(conn, request: dict[str, Any]) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     faulthandler.enable()
-    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job {request['job_id']} pid {os.getpid()} "
-          f"worker {request['worker']} device {device.name}"
+    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job {job.id} pid {os.getpid()} "
+          f"worker {request.worker} device {device.name}"
           f"{' (fake GPU, on the CPU)' if device.fake else ''}", file=sys.stderr, flush=True)
 
-    def send(kind: str, data: dict[str, Any]) -> None:
+    def send(message: Message) -> None:
         try:
-            conn.send((kind, data))
+            conn.send(message)
         except (BrokenPipeError, OSError):
             pass  # the worker is gone; the watchdog below ends us
 
     def watchdog() -> None:
-        me = request["worker"]
         while True:
             time.sleep(0.5)
-            if dead_local_worker(me):
+            if dead_local_worker(request.worker):
                 print("worker process is gone: stopping at once", file=sys.stderr, flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
-    if request.get("threads"):
-        torch.set_num_threads(int(request["threads"]))
+    if request.threads:
+        torch.set_num_threads(int(request.threads))
 
-    store = Store(request["db"], create=False)
-    job = store.get_job(request["job_id"])
-    if job.state != JobState.RUNNING or job.worker != request["worker"]:
-        send("end", {"outcome": "lost", "message": "the job was no longer ours"})
+    store = Store(request.db, create=False)
+    if not store.holds(job.id, request.worker):
+        send(Finished("lost", "the job was no longer ours"))
         return
-    options: JobOptions = request["options"]
     fault = _faults(job.label)
     completed = [job.epochs_done]
-    send("start", {"epochs_done": job.epochs_done})
+    send(Started(job.epochs_done))
 
     def should_stop() -> bool:
         if fault is not None and completed[0] + 1 >= fault[1]:
             _inject(fault[0])
         return stop.is_set()
 
-    def on_step(s: Step) -> None:  # train() reports at most every REPORT_SECONDS
-        send("step", dict(epoch=s.epoch, epochs=s.epochs, iteration=s.iteration,
-                          iterations=s.iterations, loss=s.loss, error=s.error))
-
     def warn(text: str) -> None:  # in the job's log, and on the worker's console
         print(f"warning: {text}", file=sys.stderr, flush=True)
-        send("warning", {"text": text})
+        send(Warned(text))
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         completed[0] = max(completed[0], epoch)
-        send("epoch", dict(epoch=epoch, iteration=metrics.get("iterations"), loss=metrics.get("train_loss"),
-                           error=metrics.get("train_error"), test_error=metrics.get("test_error")))
+        send(EpochDone(epoch, metrics.get(ITERATIONS), metrics.get(TRAIN_LOSS), metrics.get(TRAIN_ERROR),
+                       metrics.get(TEST_ERROR)))
 
     _trace("start", device, job.id)
     try:
-        outcome = execute(store, job, request["worker"], options, should_stop=should_stop,
-                          on_step=on_step, on_epoch=on_epoch, warn=warn)
-        lines = (store.get_job(job.id).error or "").strip().splitlines()
-        send("end", {"outcome": outcome, "message": lines[-1] if lines else ""})
+        # train() reports a Step at most every REPORT_SECONDS; it goes to the worker as it is
+        outcome, message = execute(store, job, request.worker, request.options, should_stop=should_stop,
+                                   on_step=send, on_epoch=on_epoch, warn=warn)
+        send(Finished(outcome, message))
     finally:
         _trace("end", device, job.id)
         store.close()
         sys.stderr.flush()
-

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from benchmark.errors import UserError
-from benchmark.runner.profile import RunnerProfile, SlurmOptions, load_profile
+from benchmark.runner.profile import RunnerProfile, SlurmOptions
 from benchmark.store import display_url
 from benchmark.store.db import sqlite_path
 from benchmark.vocabulary import JobState
@@ -134,13 +134,6 @@ class SlurmWorker:
         return f"requeued Slurm job {job} ({restarts + 1} of at most {self.requeues}): {queued} job(s) queued"
 
 
-def profile_overrides(profile: RunnerProfile) -> dict[str, Any]:
-    """The flag-settable keys where ``profile`` differs from its file: what the command line changed.
-    The submitted worker reads the file again, so these must travel as its flags."""
-    in_file = load_profile(profile.path or None)
-    return {k: getattr(profile, k) for k in OVERRIDE_FLAGS if getattr(profile, k) != getattr(in_file, k)}
-
-
 def worker_command(db_url: str, profile_path: str, suites: Sequence[str],
                    overrides: Mapping[str, Any] | None = None) -> list[str]:
     """The command each Slurm job runs (absolute paths: it runs on another machine); ``overrides``
@@ -151,9 +144,10 @@ def worker_command(db_url: str, profile_path: str, suites: Sequence[str],
     cmd = [sys.executable, "-m", "benchmark.cli", "worker", "--db", db_url, "--runner", str(Path(profile_path).resolve())]
     for name in suites:
         cmd += ["--suite", name]
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            cmd += [OVERRIDE_FLAGS[key], str(value)]
+    overrides = overrides or {}
+    for key, flag in OVERRIDE_FLAGS.items():  # in a fixed order, whatever order the flags were typed in
+        if overrides.get(key) is not None:
+            cmd += [flag, str(overrides[key])]
     return cmd
 
 
@@ -187,14 +181,17 @@ def _submitit():
     return submitit
 
 
-def submit(profile: RunnerProfile, db_url: str, suites: Sequence[str]) -> list[Any]:
-    """Submit ``profile.slurm.workers`` workers; returns submitit's job objects."""
+def submit(profile: RunnerProfile, db_url: str, suites: Sequence[str],
+           overrides: Mapping[str, Any] | None = None) -> list[Any]:
+    """Submit ``profile.slurm.workers`` workers; returns submitit's job objects. ``overrides``: the
+    profile keys the command line set (``benchmark.runner.api.runner_profile``): each worker reads
+    the profile file again, so these travel as its flags."""
     opts = profile.slurm
     if opts is None:
         raise SlurmError(f"{profile.path or 'the runner profile'} has no [slurm] table")
     submitit = _submitit()
     folder = Path(opts.log_dir).resolve() / "%j"
-    command = worker_command(db_url, profile.path, suites, profile_overrides(profile))
+    command = worker_command(db_url, profile.path, suites, overrides)
     function = SlurmWorker(tuple(command), os.getcwd(), command[command.index("--db") + 1], tuple(suites),
                            opts.requeues)
     if opts.executor == "local":  # test hook: the same submission, run as local processes

@@ -4,9 +4,10 @@ One ``Worker`` is one ``bench worker`` (or the working half of ``bench run``). I
 
 1. take a free device slot (a file lock shared with every other bench process on the host, see
    ``devices``), then claim the oldest queued job by compare-and-set in the database;
-2. start the job's process (``child``) with the slot's GPU in its environment; the claim is made in
+2. start the job's process (``child``) with one ``JobRequest`` (the claimed job, its spec decoded
+   once by the claim; ``messages``) and the slot's GPU in its environment; the claim is made in
    the name ``host:<worker pid>:<slot>``, which the job's heartbeats carry;
-3. read the children's progress from their pipes into a live view;
+3. read the children's progress (typed messages: ``messages``) from their pipes into a live view;
 4. when a child exits: if it said how its job ended, count that; if it died without a word (a
    segfault, ``kill -9``, the OOM killer), record a failed attempt (``store.fail_attempt``): the job
    goes back to the queue and resumes from its last checkpoint, or is failed after
@@ -39,7 +40,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
     TimeRemainingColumn
 
 from benchmark.runner.devices import Device, DeviceError, Slot, SlotPool, discover
+from benchmark.progress import Step
 from benchmark.runner.job import JobOptions
+from benchmark.runner.messages import EpochDone, Finished, JobRequest, Message, Started, Warned
 from benchmark.runner.profile import RunnerProfile, job_threads
 from benchmark.runner.slurm import slurm_job_id
 from benchmark.store import JobRecord, NotFound, Store, StoreError, display_url
@@ -72,7 +75,7 @@ def _context():
     return mp.get_context("spawn")
 
 
-def _run_job(conn, request: dict[str, Any]) -> None:
+def _run_job(conn, request: JobRequest) -> None:
     """A job process's target. Importing the child here, not in the worker, keeps torch, git and
     the dynamo warm-up (about 2 s) out of the worker: the fork server has them loaded already."""
     from benchmark.runner.child import run_child
@@ -304,8 +307,7 @@ class Worker:
                              checkpoint_dir=self.checkpoints, max_epochs=p.max_epochs or None,
                              heartbeat_seconds=p.heartbeat_seconds, max_attempts=p.max_attempts,
                              log=str(log))
-        request = dict(job_id=job.id, worker=worker, db=self.store.url, device=slot.device,
-                       options=options, threads=self.threads, log=str(log))
+        request = JobRequest(job, worker, self.store.url, slot.device, options, self.threads)
         reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(target=_run_job, args=(writer, request), name=f"bench-job-{job.id}")
         try:
@@ -331,33 +333,34 @@ class Worker:
                 try:
                     if not r.conn.poll():
                         break
-                    kind, data = r.conn.recv()
+                    message = r.conn.recv()
                 except (EOFError, OSError):
                     r.eof = True
                     break
-                self._message(r, kind, data)
+                self._message(r, message)
             if r.process.exitcode is not None:
                 self._reap(r, interrupted=bool(self.signals))
 
-    def _message(self, r: Running, kind: str, data: dict[str, Any]) -> None:
-        if kind == "step":
-            r.epoch, r.epochs, r.loss, r.error = data["epoch"], data["epochs"], data["loss"], data["error"]
+    def _message(self, r: Running, message: Message) -> None:
+        """One message of ``r``'s process (``benchmark.runner.messages``)."""
+        if isinstance(message, Step):
+            r.epoch, r.epochs, r.loss, r.error = message.epoch, message.epochs, message.loss, message.error
             if not r.timed:  # start the clock at the first step, so a resumed job's ETA is not skewed
                 r.timed = True
-                self.progress.reset(r.task, total=data["iterations"], completed=data["iteration"])
-            self.progress.update(r.task, total=data["iterations"], completed=data["iteration"], info=r.info())
-        elif kind == "epoch":
-            r.epoch = max(r.epoch, data["epoch"])
-            r.loss, r.error, r.test_error = data["loss"], data["error"], data["test_error"]
-            if r.timed and data.get("iteration") is not None:
-                self.progress.update(r.task, completed=data["iteration"])
+                self.progress.reset(r.task, total=message.iterations, completed=message.iteration)
+            self.progress.update(r.task, total=message.iterations, completed=message.iteration, info=r.info())
+        elif isinstance(message, EpochDone):
+            r.epoch = max(r.epoch, message.epoch)
+            r.loss, r.error, r.test_error = message.train_loss, message.train_error, message.test_error
+            if r.timed and message.iterations is not None:
+                self.progress.update(r.task, completed=message.iterations)
             self.progress.update(r.task, info=r.info())
-        elif kind == "start":
-            self.progress.update(r.task, info=f"epoch {data['epochs_done'] + 1}: loading data")
-        elif kind == "warning":
-            self._say(f"[yellow]{escape(r.job.label)} s{r.job.seed} (job {r.job.id}): {escape(data['text'])}[/yellow]")
-        elif kind == "end":
-            r.outcome, r.message = data["outcome"], data.get("message", "")
+        elif isinstance(message, Started):
+            self.progress.update(r.task, info=f"epoch {message.epochs_done + 1}: loading data")
+        elif isinstance(message, Warned):
+            self._say(f"[yellow]{escape(r.job.label)} s{r.job.seed} (job {r.job.id}): {escape(message.text)}[/yellow]")
+        elif isinstance(message, Finished):
+            r.outcome, r.message = message.outcome, message.message
 
     def _reap(self, r: Running, *, interrupted: bool) -> None:
         """The child has exited (or was killed): settle its job and free its slot."""
@@ -366,10 +369,10 @@ class Worker:
             try:
                 if not r.conn.poll(1.0):
                     break
-                kind, data = r.conn.recv()
+                message = r.conn.recv()
             except (EOFError, OSError):
                 break
-            self._message(r, kind, data)
+            self._message(r, message)
         label = escape(f"{r.job.label} s{r.job.seed} (job {r.job.id})")  # rich markup in a label is text
         outcome = r.outcome
         if outcome is None:  # died without telling us how its job ended

@@ -80,6 +80,11 @@ class JobRecord:
     code_version: str | None = None
 
 
+def gave_up(attempts: int, reason: str) -> str:
+    """The error of a job failed for good after ``attempts`` claims, the last for ``reason``."""
+    return f"gave up after {attempts} attempts; last error: {reason}"
+
+
 def _metric_value(v: Any) -> float | None:
     f = float(v)  # also takes 0-d tensors and numpy scalars
     return None if math.isnan(f) else f
@@ -320,6 +325,12 @@ class Store:
 
     def claim_job(self, worker: str, device: str, suites: Sequence[str] | None = None,
                   job_id: int | None = None, exclude: Collection[int] = ()) -> JobRecord | None:
+        """``claim_job_id``, then the job taken (its stored spec decoded), or None when there is none."""
+        jid = self.claim_job_id(worker, device, suites, job_id, exclude)
+        return None if jid is None else self.get_job(jid)
+
+    def claim_job_id(self, worker: str, device: str, suites: Sequence[str] | None = None,
+                     job_id: int | None = None, exclude: Collection[int] = ()) -> int | None:
         """Take the oldest queued job (of ``suites`` if given; exactly ``job_id`` if given; none of
         ``exclude``) for ``worker`` on ``device``, or None when there is none. Compare-and-set: the
         UPDATE only succeeds while the job is still queued, so two workers never get the same job.
@@ -329,7 +340,8 @@ class Store:
         idiom): N workers no longer race for the same oldest job, where N-1 lost. At 32-64 workers this
         doubled claims/s and cut the p99 claim latency ~9x (benchmarks/queue_scale.py, README).
         On SQLite (one host, one writer at a time) candidates are read outside the write lock and
-        taken one compare-and-set at a time: fewer statements per claim, which measured faster there."""
+        taken one compare-and-set at a time: fewer statements per claim, which measured faster there.
+        Returns the id of the job taken (a claimer that needs no more reads nothing back), or None."""
         q = select(J.c.id).where(J.c.state == JobState.QUEUED, J.c.orphaned_at.is_(None))
         if job_id is not None:
             q = q.where(J.c.id == job_id)
@@ -352,14 +364,20 @@ class Store:
                         won = jid is not None and c.execute(
                             update(J).where(J.c.id == jid, J.c.state == JobState.QUEUED).values(**take)).rowcount == 1
                     if won:
-                        return self.get_job(jid)
+                        return jid
                     continue  # every queued row was being claimed: look again
                 for jid in candidates:
                     with self._write.begin() as c:
                         won = c.execute(update(J).where(J.c.id == jid, J.c.state == JobState.QUEUED)
                                         .values(**take)).rowcount == 1
                     if won:
-                        return self.get_job(jid)
+                        return jid
+
+    def holds(self, job_id: int, worker: str) -> bool:
+        """Whether ``job_id`` is running for ``worker``: a read (no stored spec decoded, nothing written)."""
+        with self._guard(), self._engine.connect() as c:
+            return c.execute(select(J.c.id).where(J.c.id == job_id, J.c.state == JobState.RUNNING,
+                                                  J.c.worker == worker)).first() is not None
 
     def heartbeat(self, job_id: int, worker: str) -> bool:
         """Stamp the job's heartbeat. False when the job is no longer running for ``worker`` (it was
@@ -437,8 +455,7 @@ class Store:
     @staticmethod
     def _lose(c, job_id: int, attempts: int, reason: str, max_attempts: int, *where) -> str:
         if attempts >= max_attempts:
-            values = dict(state=JobState.FAILED, finished_at=utcnow(),
-                          error=f"gave up after {attempts} attempts; last error: {reason}")
+            values = dict(state=JobState.FAILED, finished_at=utcnow(), error=gave_up(attempts, reason))
         else:
             values = dict(state=JobState.QUEUED, worker=None, device=None, heartbeat_at=None, error=reason)
         n = c.execute(update(J).where(J.c.id == job_id, J.c.state == JobState.RUNNING, *where)
