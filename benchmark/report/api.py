@@ -83,6 +83,8 @@ def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, p
 
 def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
     """Aggregate every suite (comparison rows, claims) from the store."""
+    from benchmark.store import display_url
+
     recorded = store.metric_names()
     out = []
     for suite in suites:
@@ -91,7 +93,9 @@ def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None)
         # its last epoch: a run records all its metrics of an epoch together.
         names = metrics_needed(suite, resolve_select(suite, select), recorded)
         jobs, metrics = _frames(store, suite, names)
-        out.append(summarize(suite, jobs, metrics, select))
+        res = summarize(suite, jobs, metrics, select)
+        res.database = display_url(store.url)
+        out.append(res)
     return out
 
 

@@ -5,8 +5,6 @@ for the target format: a title like ``<script>`` or ``a | b`` must print as itse
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import re
@@ -47,6 +45,11 @@ class Figure:
     svg: Path
     png_bytes: bytes
     pdf: Path | None = None  # for a paper (style.FigureStyle.vector)
+    # For the HTML report (report/html.py): the figure's size in points (the SVG's viewBox), the
+    # hover layer (transparent circles with a <title> each, style.hover_layer) that the SVG file
+    # already carries and that the HTML lays over the PNG where the SVG is too big to inline.
+    size_pt: tuple[float, float] = (0.0, 0.0)
+    hover_svg: str = ""
 
 
 def safe_stem(name: str) -> str:
@@ -193,72 +196,14 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# HTML: one self-contained file (figures as base64 PNG)
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.reproduces td.verdict,td.holds{color:#070} tr.differs td.verdict,tr.broken td.verdict,td.fails{color:#b00}
-tr.inconclusive td.verdict,td.inconclusive,tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
-.plumbing{background:#fff3cd;border-left:4px solid #a60;padding:.5em 1em}
-img{max-width:100%;border:1px solid #eee}
-"""
-
-
-def _h(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+# HTML: one self-contained file a reader explores (sortable tables, per-seed drill-down, inline SVG
+# figures with tooltips): benchmark.report.html
 
 
 def render_html(res: SuiteResults, figures: list[Figure]) -> str:
-    s = res.suite
-    title = report_title(s)
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>"]
-    if is_plumbing(s):
-        out.append(f'<p class="plumbing"><strong>{_h(plumbing_note(s))}</strong></p>')
-    out.append("<ul>")
-    for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
-        if v:
-            out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
-    out += [f"<li><b>margin</b> (tolerance): ±{s.tolerance:g} (unless a published value sets its own)</li>",
-            f"<li><b>{_h(_select_line(res))}</b></li>", f"<li>{_h(VERDICT_RULES)}</li>"]
-    out += [f"<li><b>{_h(k)}</b>: {_h(v)}</li>" for k, v in header_lines(res)] + ["</ul>"]
-    if s.description:
-        out.append(f"<p>{_h(s.description)}</p>")
-    out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
-    out += [f"<th>{_h(h)}</th>" for h in TABLE_HEADER] + ["</tr></thead><tbody>"]
-    numeric = {1, 3, 5, 6}
-    for r in res.records:
-        cells = row_cells(r)
-        tds = []
-        for i, c in enumerate(cells):
-            cls = "num" if i in numeric else "verdict" if i == 7 else "proto" if i == 8 else ""
-            title_attr = f' title="{_h(r["source"])}"' if i == 4 and r["source"] else ""
-            tds.append(f'<td class="{cls}"{title_attr}>{_h(c)}</td>')
-        out.append(f'<tr class="{_h(r["verdict"] or r["state"])}">' + "".join(tds) + "</tr>")
-    out.append("</tbody></table>")
-    srcs = _sources(res)
-    if srcs:
-        out += ["<p>Sources:</p><ul>"] + [f"<li>{_h(x)}</li>" for x in srcs] + ["</ul>"]
-    if res.claims:
-        out += ['<h2>Claims</h2>', '<table id="claims"><thead><tr>']
-        out += [f"<th>{_h(h)}</th>" for h in CLAIM_HEADER] + ["</tr></thead><tbody>"]
-        for c, r in res.claims:
-            out.append(f"<tr><td>{_h(c.name)}</td><td>{_h(c.text)}<br><code>{_h(c.expr)}</code></td>"
-                       f'<td class="{r.verdict}">{_h(CLAIM_MARK[r.verdict])}</td>'
-                       f"<td>{_h(claim_tests_text(r))}</td>"
-                       f"<td>{_h(_numbers_text(r.numbers, r.reason))}</td></tr>")
-        out.append("</tbody></table>")
-    if figures:
-        out.append("<h2>Curves</h2>")
-        for f in figures:
-            b64 = base64.b64encode(f.png_bytes).decode()
-            out.append(f'<figure><img class="curve" alt="{_h(f.title)}" src="data:image/png;base64,{b64}">'
-                       f"<figcaption>{_h(f.title)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    from benchmark.report.html import render_html as render  # html imports this module's cells
+
+    return render(res, figures)
 
 
 # ----------------------------------------------------------------------------------------------

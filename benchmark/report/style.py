@@ -6,7 +6,9 @@ Imports matplotlib: only the figure modules import this one.
 """
 from __future__ import annotations
 
+import html
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -158,6 +160,7 @@ def new_figure(n_panels: int, ncols: int = 3, sharey: bool = True, sharex: bool 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # the Agg canvas renders the PNG and measures text for the layout
+    fig.bench_hover = []  # (axes, x, y, text) per point that shows its value on hover (add_hover)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
@@ -190,8 +193,55 @@ def figure_legend(fig: MplFigure, handles: Sequence[Any]) -> None:
                ncols=legend_columns([h.get_label() for h in handles], width))
 
 
+# ----------------------------------------------------------------------------------------------
+# Values on hover: SVG <title> tooltips
+#
+# A hover point is a transparent circle with a <title>, laid over the figure in its own <g> at the
+# end of the SVG, at the point's position computed from the axes' transform once the layout is
+# done. Our own layer rather than gids on matplotlib's artists: matplotlib writes a line's markers
+# as <use> elements without any per-point identity, and may drop the clipped ones, so matching
+# tooltips to them would depend on its SVG writer's internals. The same layer goes over the PNG in
+# the HTML where the vector file is too big to inline (html.py).
+
+HOVER_RADIUS = 3.5  # points: a circle about a marker's size, easy to find with a mouse
+
+
+def add_hover(ax: Any, x: Sequence[float], y: Sequence[float], texts: Sequence[str]) -> None:
+    """Points of ``ax`` (data coordinates) that show ``texts`` on hover in the SVG and HTML."""
+    hover = getattr(ax.figure, "bench_hover", None)
+    if hover is not None:
+        hover.extend((ax, float(a), float(b), t) for a, b, t in zip(x, y, texts))
+
+
+def thin(n: int, most: int = 8) -> list[int]:
+    """Indices of at most ``most`` + 1 evenly spaced points of a line of ``n``, the last included:
+    a 200-epoch curve gets a tooltip every 25 epochs, not 200 (80 lines would be 16,000 circles)."""
+    if n <= most:
+        return list(range(n))
+    step = math.ceil(n / most)
+    return sorted(set(range(0, n, step)) | {n - 1})
+
+
+def hover_layer(fig: MplFigure) -> str:
+    """The hover points as SVG markup in the figure's point coordinates ("" when there are none)."""
+    points = getattr(fig, "bench_hover", [])
+    if not points:
+        return ""
+    w, h = fig.get_size_inches() * 72  # the SVG's viewBox is the figure in points, y downwards
+    width, height = fig.bbox.width, fig.bbox.height  # display pixels at the figure's dpi
+    out = ['<g class="hover" fill="#000" fill-opacity="0" stroke="none">']
+    for ax, x, y, text in points:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        px, py = ax.transData.transform((x, y))
+        out.append(f'<circle cx="{px / width * w:.1f}" cy="{(1 - py / height) * h:.1f}" r="{HOVER_RADIUS}">'
+                   f"<title>{html.escape(text, quote=False)}</title></circle>")
+    out.append("</g>")
+    return "\n".join(out)
+
+
 def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style: FigureStyle) -> Figure:
-    """PNG (at ``style.dpi``) for the HTML and markdown, SVG and PDF for a paper."""
+    """PNG (at ``style.dpi``) for the HTML and markdown, SVG (with the hover layer) and PDF for a paper."""
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{stem}-{name}"
     with style_context():
@@ -202,9 +252,17 @@ def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style:
         # The layout is done (the PNG's draw ran it): keep it for the vector files, a quarter
         # less time each than laying the text out again.
         fig.set_layout_engine("none")
-        fig.savefig(base.with_suffix(".svg"), format="svg")
+        hover = hover_layer(fig)
+        svg = io.StringIO()
+        fig.savefig(svg, format="svg")
+        text = svg.getvalue()
+        if hover:
+            end = text.rindex("</svg>")
+            text = f"{text[:end]}{hover}\n{text[end:]}"
+        base.with_suffix(".svg").write_text(text, encoding="utf-8")
         pdf = None
         if "pdf" in style.vector:
             pdf = base.with_suffix(".pdf")
             fig.savefig(pdf, format="pdf")
-    return Figure(name, title, png, base.with_suffix(".svg"), buf.getvalue(), pdf)
+    w, h = fig.get_size_inches() * 72
+    return Figure(name, title, png, base.with_suffix(".svg"), buf.getvalue(), pdf, (float(w), float(h)), hover)
