@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -121,6 +122,7 @@ def test_csv_json_latex(written):
     tex = (out / "toy.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}" in tex and "90" in tex
     assert r"res\textbar{}net\textless{}b\textgreater{}-20" in tex
+    assert r"\label{tab:toy}" in tex and r"\caption{\textless{}script\textgreater{}alert" in tex
     assert tex_escape("50% & $x_1$ #2 {a} ~^\\") == \
         r"50\% \& \$x\_1\$ \#2 \{a\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
 
@@ -265,3 +267,58 @@ def test_html_sorts_opens_seeds_and_keeps_script_labels_text(five_seeds, tmp_pat
     assert seen["log"].splitlines()[-1].startswith("epoch 30 of job") and seen["log"].endswith("<b>")
     assert seen["pwned"] is None and seen["scripts"] == 2  # neither "<script>" nor onerror ran
     assert seen["h1"] == SCRIPT_TITLE
+
+
+# ----------------------------------------------------------------------------------------------
+# LaTeX a paper can include
+
+
+def uneven_results():
+    """Five seeds per cell but four for plain-56, one cell with a protocol difference."""
+    suite = make_suite(depths=(20, 56), seeds=range(5), epochs=6,
+                       published=[Published("resnet-20", 8.75, kind="single", source="He 2016, Table 6 & 50% off")])
+    suite = replace(suite, jobs=tuple(j for j in suite.jobs if not (j.label == "plain-56" and j.seed == 4)))
+    return summarize(suite, fake_jobs(suite), fake_metrics(suite))
+
+
+def test_latex_table_for_a_paper():
+    from benchmark.report.render import render_latex
+
+    res = uneven_results()
+    tex = render_latex(res)
+    assert tex.startswith("% ") and r"\usepackage{booktabs,amssymb}" in tex.splitlines()[1]
+    assert r"\begin{table}[htbp]" in tex and r"\caption{Toy suite toy. Measured against tests." in tex
+    assert r"\label{tab:toy}" in tex and r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"seeds (mean $\pm$ std, $n=5$)" in tex  # n in the header ...
+    assert "(n=" not in tex  # ... never inside a cell
+    r20 = next(line for line in tex.splitlines() if line.startswith("resnet-20"))
+    mean, std = res.records[2]["mean"], res.records[2]["std"]
+    assert f"${mean:.2f} \\pm {std:.2f}$" in r20  # mean ± std in math mode
+    assert r20.rstrip(r" \\").split(" & ")[-1].split(" ")[0] in (r"$\checkmark$", r"$\times$", "?")
+    p56 = next(line for line in tex.splitlines() if line.startswith("plain-56"))
+    mark = re.search(r"\\pm [0-9.]+\$\\textsuperscript\{(\w+)\}", p56).group(1)  # a row with another n
+    assert re.search(r"\\textsuperscript\{" + mark + r"\}~\$n=4\$ seeds in this row\\par", tex)
+    assert "protocol: shortcut=A" in tex and r"He 2016, Table 6 \& 50\% off" in tex  # footnotes
+    assert r"Verdicts: $\checkmark$ reproduces" in tex  # the legend under the table
+
+
+PDFLATEX = shutil.which("pdflatex")
+
+
+@pytest.mark.skipif(PDFLATEX is None, reason="pdflatex not installed (apt-get install texlive-latex-base "
+                    "texlive-latex-recommended)")
+def test_latex_compiles_with_pdflatex(written, five_seeds, tmp_path):
+    from benchmark.report.render import render_latex
+
+    out, _ = written
+    (tmp_path / "evil.tex").write_text((out / "toy.tex").read_text())  # <script>, |, &, %, _, claims
+    (tmp_path / "uneven.tex").write_text(render_latex(uneven_results()))
+    (tmp_path / "five.tex").write_text(render_latex(five_seeds[0]))  # from a database: header lines
+    (tmp_path / "paper.tex").write_text("\n".join([
+        r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs,amssymb}",
+        r"\begin{document}", r"\input{evil}", r"\input{uneven}", r"\input{five}",
+        r"Table~\ref{tab:toy} says it.", r"\end{document}", ""]))
+    proc = subprocess.run([PDFLATEX, "-halt-on-error", "-interaction=nonstopmode", "paper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
