@@ -187,6 +187,7 @@ def five_seeds(tmp_path_factory):
     from benchmark.report.api import build_tables
     from benchmark.report.synthetic import fake_curves
     from benchmark.store import Store
+    from benchmark.store.environment import Provenance
 
     tmp = tmp_path_factory.mktemp("five")
     suite = make_suite(depths=(20, 56, 110), seeds=range(5), epochs=6, title=SCRIPT_TITLE,
@@ -206,7 +207,8 @@ def five_seeds(tmp_path_factory):
                "git_commit": None}
         for r in jobs.itertuples():
             assert store.claim_job("w", "cuda:0", job_id=r.job_id) is not None
-            store.set_environment(r.job_id, {**env, "log": str(logs / f"job{r.job_id}-{r.key}.log")})
+            store.set_environment(r.job_id, {**env, "log": str(logs / f"job{r.job_id}-{r.key}.log")},
+                                  Provenance("0.3.0", "ab12cd34ef56ab12cd34", False))
             curves = fake_curves(r.label, r.seed, 6)
             for e in range(6):
                 store.record_epoch(r.job_id, e + 1, {k: float(v[e]) for k, v in curves.items()})
@@ -222,7 +224,7 @@ def test_html_header_names_database_code_and_environment(five_seeds):
     assert "results.sqlite" in res.database
     header = doc[doc.index('<ul id="header">'):doc.index("</ul>")]
     assert "<b>database</b>: sqlite:///" in header and "results.sqlite" in header
-    assert "<b>code</b>: " in header
+    assert "<b>code</b>: 0.3.0+gab12cd34ef56</li>" in header
     assert "<b>environment</b>: torch 2.13.0, CUDA 12.4, NVIDIA H200 (cuda:0), host node7" in header
     assert doc.count("<script") == 1 and "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in doc
     assert not EXTERNAL.search(doc)
@@ -263,7 +265,7 @@ def test_html_sorts_opens_seeds_and_keeps_script_labels_text(five_seeds, tmp_pat
     assert [int(row[0]) for row in seen["seeds"]] == [0, 1, 2, 3, 4]
     for row in seen["seeds"]:
         assert f"{values[int(row[0])]:.2f}" in row  # each seed's test error at the reported epoch
-        assert row[2] == "done" and row[4] == "6" and "cuda:0 (NVIDIA H200)" in row
+        assert row[2] == "done" and row[4] == "6" and "cuda:0 (NVIDIA H200)" in row and "0.3.0+gab12cd34ef56" in row
     assert seen["log"].splitlines()[-1].startswith("epoch 30 of job") and seen["log"].endswith("<b>")
     assert seen["pwned"] is None and seen["scripts"] == 2  # neither "<script>" nor onerror ran
     assert seen["h1"] == SCRIPT_TITLE

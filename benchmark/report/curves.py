@@ -355,12 +355,20 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         return fig
 
 
-def suite_figures(res: SuiteResults, out_dir: Path, style: FigureStyle | None = None) -> list[Figure]:
-    """Every figure of a suite's report: error curves, error against depth, α / τ trajectories."""
+FIGURE_KINDS = ("errors", "table", "scales")  # in a report's order; the error curves are the slow ones
+
+
+def suite_figure(res: SuiteResults, out_dir: Path, kind: str, style: FigureStyle | None = None) -> Figure | None:
+    """One figure of a suite's report (a FIGURE_KINDS name); None when it has nothing to show."""
     from benchmark.report.table_figure import depth_figure
 
     style = style or FigureStyle()
     stem = safe_stem(res.suite.name)
-    figs = [error_figure(res, out_dir, stem, style), depth_figure(res, out_dir, stem, style),
-            scale_figure(res, out_dir, stem, style)]
+    draw = {"errors": error_figure, "table": depth_figure, "scales": scale_figure}[kind]
+    return draw(res, out_dir, stem, style)
+
+
+def suite_figures(res: SuiteResults, out_dir: Path, style: FigureStyle | None = None) -> list[Figure]:
+    """Every figure of a suite's report: error curves, error against depth, α / τ trajectories."""
+    figs = [suite_figure(res, out_dir, kind, style) for kind in FIGURE_KINDS]
     return [f for f in figs if f is not None]
