@@ -153,13 +153,14 @@ def draw_figures(results: list[SuiteResults], out: Path, style: Any = None) -> l
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from benchmark.report.curves import FIGURE_KINDS, suite_figure
+    from benchmark.report.render import FIGURE_KINDS
 
     tasks = [(i, kind) for kind in FIGURE_KINDS for i in range(len(results))]  # the slow kind first
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     rows = sum(len(r.metrics) for r in results)
     if cpus > 1 and len(results) > 1 and rows >= PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
-        # fork: the workers inherit the results (1.6 M metric rows) instead of unpickling a copy.
+        # fork: the workers inherit the results (1.6 M metric rows) instead of unpickling a copy;
+        # matplotlib is imported in the workers, side by side, not here first (half a second).
         _PENDING[:] = [(r, out, style) for r in results]
         try:
             with ProcessPoolExecutor(min(cpus, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -167,6 +168,8 @@ def draw_figures(results: list[SuiteResults], out: Path, style: Any = None) -> l
         finally:
             _PENDING.clear()
     else:
+        from benchmark.report.curves import suite_figure
+
         figs = [suite_figure(results[i], out, kind, style) for i, kind in tasks]
     by_suite: list[list[Any]] = [[] for _ in results]
     for (i, kind), f in sorted(zip(tasks, figs), key=lambda t: (t[0][0], FIGURE_KINDS.index(t[0][1]))):

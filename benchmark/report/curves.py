@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from benchmark.report.aggregate import SuiteResults, published_text, x_axis
 from benchmark.report.plumbing import PLUMBING_TITLE, is_plumbing
-from benchmark.report.render import Figure, safe_stem
+from benchmark.report.render import FIGURE_KINDS, Figure, safe_stem
 from benchmark.report.style import (
     FEW_POINTS, PUBLISHED_COLOUR, FigureStyle, add_colourbar, add_hover, figure_legend, new_figure, palette, save,
     style_context, thin,
@@ -353,9 +353,6 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         fig.suptitle(figure_title(res.suite, "residual scale trajectories"))
         fig.set_label(f"α / τ trajectories, band {style.band_text(n)}")
         return fig
-
-
-FIGURE_KINDS = ("errors", "table", "scales")  # in a report's order; the error curves are the slow ones
 
 
 def suite_figure(res: SuiteResults, out_dir: Path, kind: str, style: FigureStyle | None = None) -> Figure | None:

@@ -21,7 +21,6 @@ database is escaped: a label ``<script>`` prints as text.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 import re
@@ -34,7 +33,7 @@ from benchmark.report.aggregate import SuiteResults
 from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
 from benchmark.report.provenance import header_lines
 from benchmark.report.render import (
-    CLAIM_HEADER, CLAIM_MARK, TABLE_HEADER, VERDICT_RULES, Figure, _numbers_text, _select_line, _sources,
+    CLAIM_HEADER, CLAIM_MARK, TABLE_HEADER, VERDICT_RULES, Figure, _h, _numbers_text, _select_line, _sources,
     claim_tests_text, row_cells,
 )
 
@@ -93,10 +92,6 @@ document.addEventListener('keydown',function(e){
   if(e.key==='Escape')document.querySelectorAll('figure.zoomed').forEach(function(f){f.classList.remove('zoomed');});
 });
 """
-
-
-def _h(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _sort_value(v: Any) -> str:
@@ -176,9 +171,8 @@ _PROLOG = re.compile(r"^.*?(?=<svg)", re.S)  # the XML declaration and the DOCTY
 def figure_markup(f: Figure) -> str:
     """The figure as inline SVG: matplotlib's own (vector, with its tooltips) when small enough,
     else its PNG in an SVG of the same size with the same tooltip layer."""
-    svg = f.svg.read_text(encoding="utf-8") if f.svg.exists() else ""
-    if svg and len(svg.encode()) <= INLINE_SVG_BYTES:
-        body = _PROLOG.sub("", svg, count=1)
+    if f.svg.exists() and f.svg.stat().st_size <= INLINE_SVG_BYTES:
+        body = _PROLOG.sub("", f.svg.read_text(encoding="utf-8"), count=1)
         return body.replace("<svg ", f'<svg role="img" aria-label="{_h(f.title)}" ', 1)
     w, h = f.size_pt
     b64 = base64.b64encode(f.png_bytes).decode()

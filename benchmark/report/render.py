@@ -5,13 +5,14 @@ for the target format: a title like ``<script>`` or ``a | b`` must print as itse
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Sequence
 
 from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
@@ -19,6 +20,7 @@ from benchmark.report.provenance import code_versions, header_lines
 from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
+FIGURE_KINDS = ("errors", "table", "scales")  # curves.suite_figure; in a report's order, the slowest first
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
 
 TABLE_HEADER = ("cell", "seeds (mean ± std, n)", "compared", "measured [95 % interval]", "published",
@@ -51,6 +53,30 @@ class Figure:
     # already carries and that the HTML lays over the PNG where the SVG is too big to inline.
     size_pt: tuple[float, float] = (0.0, 0.0)
     hover_svg: str = ""
+
+
+Band = Literal["std", "range"]
+VECTOR_FORMATS = ("svg", "pdf")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """What the reader asked of the figures (``bench report --band/--seed-lines/--dpi``). Here, not in
+    style.py (which re-exports it), so that the command builds one without importing matplotlib:
+    the figures are drawn in worker processes (api.draw_figures), which import it side by side."""
+
+    band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
+    seed_lines: bool = False  # one thin line per seed as well
+    dpi: int = 200  # of the PNG; the SVG and PDF are vector
+    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
+    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
+    vector: tuple[str, ...] = ("svg",)
+
+    def band_text(self, n: Sequence[int]) -> str:
+        """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
+        lo, hi = (min(n), max(n)) if len(n) else (0, 0)
+        seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+        return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
 
 
 def safe_stem(name: str) -> str:
@@ -199,6 +225,11 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
 # ----------------------------------------------------------------------------------------------
 # HTML: one self-contained file a reader explores (sortable tables, per-seed drill-down, inline SVG
 # figures with tooltips): benchmark.report.html
+
+
+def _h(text: Any) -> str:
+    """Escape for HTML text and attribute values."""
+    return html.escape(str(text), quote=True)
 
 
 def render_html(res: SuiteResults, figures: list[Figure]) -> str:

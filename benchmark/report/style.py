@@ -11,7 +11,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps, rc_context
@@ -19,10 +19,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure as MplFigure
 
-from benchmark.report.render import Figure
+from benchmark.report.render import VECTOR_FORMATS, Band, Figure, FigureStyle  # noqa: F401 (re-exported)
 
-Band = Literal["std", "range"]
-VECTOR_FORMATS = ("svg", "pdf")
 
 # Okabe & Ito, "Color Universal Design" (2008), the palette Nature Methods' "Points of view: Color
 # blindness" (Wong 2011) recommends: distinguishable under protanopia, deuteranopia and tritanopia.
@@ -49,24 +47,6 @@ SMALL_FONT = 6.5
 # These points or fewer on a line: draw its markers too (a --quick run has one point per line,
 # which a line alone would not show at all).
 FEW_POINTS = 12
-
-
-@dataclass(frozen=True)
-class FigureStyle:
-    """What the reader asked of the figures (``bench report --band/--seed-lines/--dpi``)."""
-
-    band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
-    seed_lines: bool = False  # one thin line per seed as well
-    dpi: int = 200  # of the PNG; the SVG and PDF are vector
-    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
-    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
-    vector: tuple[str, ...] = ("svg",)
-
-    def band_text(self, n: Sequence[int]) -> str:
-        """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
-        lo, hi = (min(n), max(n)) if len(n) else (0, 0)
-        seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
-        return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
 
 
 # Applied while a figure is built and saved. text.parse_math=False: a suite label such as
