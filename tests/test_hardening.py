@@ -327,7 +327,7 @@ def test_suite_text_is_escaped_in_html_latex_and_markdown():
                       tail=f'[[published]]\nlabel = "{evil}-20"\nvalue = 7.0\nsource = "{evil} & 50% $x$"')
     res = summarize(parse_suite(text, "x.toml"), None, None)
     html = render_html(res, [])
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert html.count("<script") == 1 and "&lt;script&gt;" in html  # one script: the report's own sorter
     tex = render_latex(res)
     assert "<script>" not in tex and r"\textless{}script" in tex
     md = render_markdown(res, [], Path("."))

@@ -259,3 +259,22 @@ def test_schedule_in_iterations_labels_thousands():
     assert max(mean_lines(ax)[0].get_xdata()) == 5 * 391  # the "iterations" metric, not the epoch
     fig.canvas.draw()
     assert any(t.get_text().endswith("k") for t in ax.get_xticklabels())
+
+
+def test_figures_drawn_in_worker_processes_are_the_ones_drawn_here(tmp_path, monkeypatch):
+    """write_reports draws big reports' figures in forked workers (api.draw_figures): same files,
+    same order, same tooltips as one process drawing them all."""
+    from benchmark.report import api
+
+    other = replace(results().suite, name="toy2")
+    res = [results(), summarize(other, fake_jobs(other), fake_metrics(other, with_alpha=True))]
+    serial = api.draw_figures(res, tmp_path / "serial", FigureStyle(dpi=60))
+    monkeypatch.setattr(api, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1})  # two CPUs even where the test has one
+    parallel = api.draw_figures(res, tmp_path / "parallel", FigureStyle(dpi=60))
+    assert [[f.name for f in figs] for figs in serial] == [["errors", "table"], ["errors", "table", "scales"]]
+    assert [[f.name for f in figs] for figs in parallel] == [[f.name for f in figs] for figs in serial]
+    for a, b in zip(sum(serial, []), sum(parallel, [])):
+        assert a.png_bytes == b.png_bytes and a.png.read_bytes() == b.png.read_bytes()
+        assert a.hover_svg == b.hover_svg and a.hover_svg.count("<title>") > 5
+        assert b.png.parent == tmp_path / "parallel"

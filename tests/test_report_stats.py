@@ -175,3 +175,17 @@ def test_claim_margins_and_three_valued_logic():
     assert r.verdict == "holds" and "no seed spread" in r.tests[0].note
     # The deprecated name reads the same values.
     assert evaluate_claim('final("a") < final("b")', lk).verdict == "holds"
+
+
+def test_power_through_scipy_special_is_scipy_stats_nct():
+    """decide_probability calls scipy.special (scipy.stats costs half a second of a report's import):
+    the same numbers as scipy.stats.t / nct, bit for bit, over the seed counts and effects a plan meets."""
+    from scipy import special, stats as st
+
+    rng = np.random.default_rng(0)
+    df = np.concatenate([np.arange(1, 60, dtype=float), rng.uniform(1, 200, 200), [1e6]])
+    nc, x = rng.normal(0, 4, len(df)), rng.normal(0, 4, len(df))
+    assert np.array_equal(S._nct_cdf(x, df, nc), st.nct.cdf(x, df, nc), equal_nan=True)
+    assert np.array_equal(S._nct_sf(x, df, nc), st.nct.sf(x, df, nc), equal_nan=True)
+    assert np.isnan(special.nctdtr(df, -nc, -x)).any()  # the tail where scipy.stats is asked is in the sample
+    assert np.array_equal(special.stdtrit(df, 0.95), st.t.ppf(0.95, df))

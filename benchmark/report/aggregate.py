@@ -147,7 +147,9 @@ def expected_jobs(suite: Suite, jobs: pd.DataFrame | None) -> pd.DataFrame:
             "seed": [j.seed for j in suite.jobs],
         }
     )
-    cols = ["job_id", "state", "epochs_done", "error", "code_version", "environment"]
+    # device ... finished_at: for the HTML report's per-seed drill-down (report/html.py)
+    cols = ["job_id", "state", "epochs_done", "error", "code_version", "environment", "device", "worker",
+            "attempts", "started_at", "finished_at"]
     if jobs is None or jobs.empty:
         for c in cols:
             exp[c] = None
@@ -285,6 +287,7 @@ class SuiteResults:
     cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (state, text)
     records: list[dict[str, Any]] = field(default_factory=list)  # the table rows, ROW_FIELDS each
     claims: list[tuple[Any, ClaimResult]] = field(default_factory=list)
+    database: str = ""  # where the results came from (URL, password hidden), for the report header
 
     def __post_init__(self) -> None:
         # label -> [(job_id, state)] in job order, built once: every table row and claim asks for

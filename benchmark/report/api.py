@@ -85,6 +85,8 @@ def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, p
 
 def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
     """Aggregate every suite (comparison rows, claims) from the store."""
+    from benchmark.store import display_url
+
     recorded = store.metric_names()
     out = []
     for suite in suites:
@@ -93,7 +95,9 @@ def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None)
         # its last epoch: a run records all its metrics of an epoch together.
         names = metrics_needed(suite, resolve_select(suite, select), recorded)
         jobs, metrics = _frames(store, suite, names)
-        out.append(summarize(suite, jobs, metrics, select))
+        res = summarize(suite, jobs, metrics, select)
+        res.database = display_url(store.url)
+        out.append(res)
     return out
 
 
@@ -105,19 +109,19 @@ def write_reports(
     ``benchmark.report.style.FigureStyle``); return the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results = list(results)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    drawn: list[list[Any]] = [[] for _ in results]
+    if figures and ({"markdown", "html"} & set(formats)):
+        drawn = draw_figures(results, out_dir / "figures", style)
     written: list[Path] = []
-    for res in results:
+    for res, figs in zip(results, drawn):
         stem = safe_stem(res.suite.name)
-        figs = []
-        if figures and ({"markdown", "html"} & set(formats)):
-            from benchmark.report.curves import suite_figures  # matplotlib: only when drawing
-
-            figs = suite_figures(res, out_dir / "figures", style)
-            for f in figs:
-                written += [f.png, f.svg] + ([f.pdf] if f.pdf else [])
+        for f in figs:
+            written += [f.png, f.svg] + ([f.pdf] if f.pdf else [])
         for fmt in formats:
-            if fmt not in FORMATS:
-                raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
             if fmt == "markdown":
                 text = render_markdown(res, figs, out_dir)
             elif fmt == "html":
@@ -128,6 +132,52 @@ def write_reports(
             path.write_text(text, encoding="utf-8")
             written.append(path)
     return written
+
+
+# Figures in parallel, one process per CPU: matplotlib draws in one thread, and the figures are
+# most of a report's time (5 suites of 40 cells: ~6 of 9 CPU seconds, benchmarks/report_speed.py).
+# Worth a fork only for that much work; below, one process draws them all.
+PARALLEL_MIN_ROWS = 100_000  # metric rows over all suites
+_PENDING: list[tuple[SuiteResults, Path, Any]] = []  # what the forked workers draw, read by index
+
+
+def _draw_one(task: tuple[int, str]) -> Any:
+    from benchmark.report.curves import suite_figure
+
+    i, kind = task
+    res, out, style = _PENDING[i]
+    return suite_figure(res, out, kind, style)
+
+
+def draw_figures(results: list[SuiteResults], out: Path, style: Any = None) -> list[list[Any]]:
+    """Every suite's figures (curves.suite_figures), drawn in worker processes where it pays."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmark.report.render import FIGURE_KINDS
+
+    tasks = [(i, kind) for kind in FIGURE_KINDS for i in range(len(results))]  # the slow kind first
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    rows = sum(len(r.metrics) for r in results)
+    if cpus > 1 and len(results) > 1 and rows >= PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the workers inherit the results (1.6 M metric rows) instead of unpickling a copy;
+        # matplotlib is imported in the workers, side by side, not here first (half a second).
+        _PENDING[:] = [(r, out, style) for r in results]
+        try:
+            with ProcessPoolExecutor(min(cpus, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
+                figs = list(pool.map(_draw_one, tasks))
+        finally:
+            _PENDING.clear()
+    else:
+        from benchmark.report.curves import suite_figure
+
+        figs = [suite_figure(results[i], out, kind, style) for i, kind in tasks]
+    by_suite: list[list[Any]] = [[] for _ in results]
+    for (i, kind), f in sorted(zip(tasks, figs), key=lambda t: (t[0][0], FIGURE_KINDS.index(t[0][1]))):
+        if f is not None:
+            by_suite[i].append(f)
+    return by_suite
 
 
 # ----------------------------------------------------------------------------------------------

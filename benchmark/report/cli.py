@@ -53,7 +53,7 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
     results = build_tables(store, parsed, select)
     style = None
     if figures:
-        from benchmark.report.style import FigureStyle  # matplotlib: only when drawing
+        from benchmark.report.render import FigureStyle  # not style.py: matplotlib is imported where figures are drawn
 
         style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi, vector=("svg", "pdf") if pdf else ("svg",))
     try:

@@ -22,11 +22,12 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from benchmark.report.aggregate import SuiteResults, x_axis
+from benchmark.report.aggregate import SuiteResults, published_text, x_axis
 from benchmark.report.plumbing import PLUMBING_TITLE, is_plumbing
-from benchmark.report.render import Figure, safe_stem
+from benchmark.report.render import FIGURE_KINDS, Figure, safe_stem
 from benchmark.report.style import (
-    FEW_POINTS, PUBLISHED_COLOUR, FigureStyle, add_colourbar, figure_legend, new_figure, palette, save, style_context,
+    FEW_POINTS, PUBLISHED_COLOUR, FigureStyle, add_colourbar, add_hover, figure_legend, new_figure, palette, save,
+    style_context, thin,
 )
 from benchmark.vocabulary import ALPHA_PREFIX, ITERATIONS, TAU, TEST_ERROR, TRAIN_ERROR
 
@@ -118,12 +119,20 @@ def _band(c: pd.DataFrame, style: FigureStyle) -> tuple[np.ndarray, np.ndarray]:
 
 def _draw(ax, c: pd.DataFrame, style: FigureStyle, colour: Any, marker: str, linestyle: str, width: float,
           band_alpha: float, seeds: pd.DataFrame | None, bands: list, hollow: bool = False,
-          crowded: bool = False) -> None:
+          crowded: bool = False, hover: str = "", xname: str = "epoch", digits: int = 2) -> None:
     """One mean line with its band (error bars where there is one point), markers if few points
     (``crowded``, a panel of many lines read through a colour bar: only for one or two points).
-    The band's polygon goes to ``bands``, drawn by _fill_bands in one collection per panel."""
+    The band's polygon goes to ``bands``, drawn by _fill_bands in one collection per panel.
+    ``hover``: what the line is (e.g. "resnet-20, test error"), for the tooltips of a few of its points."""
     x, mean = c["x"].to_numpy(dtype=float), c["value"].to_numpy(dtype=float)
     lo, hi = _band(c, style)
+    if hover:
+        std, n = c["std"].to_numpy(dtype=float), c["n"].to_numpy(dtype=int).tolist()
+        at = thin(len(x))
+        add_hover(ax, x[at], mean[at], [
+            f"{hover}, {xname} {x[i]:g}: {mean[i]:.{digits}f}"
+            + (f" ± {std[i]:.{digits}f}" if np.isfinite(std[i]) else "") + f" (mean of {n[i]} seed{'' if n[i] == 1 else 's'})"
+            for i in at])
     few = len(x) <= (2 if crowded else FEW_POINTS)
     ax.plot(x, mean, linestyle=linestyle, color=colour, linewidth=width, marker=marker if few else None,
             markerfacecolor="white" if hollow else colour, markeredgecolor=colour, zorder=3)
@@ -230,7 +239,9 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                     if c is None:
                         continue
                     _draw(ax, c, style, colour, marker, ls, width, alpha, seeds.get((label, metric)), bands,
-                          hollow=metric == "train_error", crowded=pal.needs_colourbar)
+                          hollow=metric == "train_error", crowded=pal.needs_colourbar,
+                          hover=f"{label}, {metric.replace('_', ' ')}",
+                          xname="iteration" if xname == "iterations" else "epoch")
                     y = c["hi"].to_numpy(dtype=float) if style.band == "range" else c["value"].to_numpy(dtype=float)
                     tail = y[len(y) // 10:]
                     tail = tail[~np.isnan(tail)]
@@ -244,6 +255,8 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                         ax.plot([end], [p.value], linestyle="none", marker="*", markersize=9, zorder=5,
                                 markerfacecolor="white" if approx else colour, markeredgecolor=PUBLISHED_COLOUR,
                                 markeredgewidth=0.8, clip_on=False)
+                        add_hover(ax, [end], [p.value], [f"{label}, {metric.replace('_', ' ')} published: "
+                                                         f"{published_text(p)}" + (f", {p.source}" if p.source else "")])
             _fill_bands(ax, bands)
             ax.set_title(panel)
             ax.set_xlabel("iterations" if xname == ITERATIONS else "epochs")
@@ -318,7 +331,9 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
             bands: list = []
             for name in names:
                 _draw(ax, lines[label, name], style, pal.colour(name), pal.marker(name), "-", 1.1, 0.18,
-                      seeds.get((label, name)), bands, crowded=pal.needs_colourbar)
+                      seeds.get((label, name)), bands, crowded=pal.needs_colourbar,
+                      hover=f"{label}, {_scale_name(name)}", xname="iteration" if xname == "iterations" else "epoch",
+                      digits=3)
             _fill_bands(ax, bands)
             ax.axhline(0, color="0.5", linewidth=0.5)
             ax.set_title(label)
@@ -341,12 +356,17 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         return fig
 
 
-def suite_figures(res: SuiteResults, out_dir: Path, style: FigureStyle | None = None) -> list[Figure]:
-    """Every figure of a suite's report: error curves, error against depth, α / τ trajectories."""
+def suite_figure(res: SuiteResults, out_dir: Path, kind: str, style: FigureStyle | None = None) -> Figure | None:
+    """One figure of a suite's report (a FIGURE_KINDS name); None when it has nothing to show."""
     from benchmark.report.table_figure import depth_figure
 
     style = style or FigureStyle()
     stem = safe_stem(res.suite.name)
-    figs = [error_figure(res, out_dir, stem, style), depth_figure(res, out_dir, stem, style),
-            scale_figure(res, out_dir, stem, style)]
+    draw = {"errors": error_figure, "table": depth_figure, "scales": scale_figure}[kind]
+    return draw(res, out_dir, stem, style)
+
+
+def suite_figures(res: SuiteResults, out_dir: Path, style: FigureStyle | None = None) -> list[Figure]:
+    """Every figure of a suite's report: error curves, error against depth, α / τ trajectories."""
+    figs = [suite_figure(res, out_dir, kind, style) for kind in FIGURE_KINDS]
     return [f for f in figs if f is not None]

@@ -5,14 +5,14 @@ for the target format: a title like ``<script>`` or ``a | b`` must print as itse
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Sequence
 
 from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
@@ -22,6 +22,7 @@ from benchmark.vocabulary import TEST_ERROR, JobState
 
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
+FIGURE_KINDS = ("errors", "table", "scales")  # curves.suite_figure; in a report's order, the slowest first
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
 
 TABLE_HEADER = ("cell", "seeds (mean ± std, n)", "compared", "measured [95 % interval]", "published",
@@ -49,6 +50,35 @@ class Figure:
     svg: Path
     png_bytes: bytes
     pdf: Path | None = None  # for a paper (style.FigureStyle.vector)
+    # For the HTML report (report/html.py): the figure's size in points (the SVG's viewBox), the
+    # hover layer (transparent circles with a <title> each, style.hover_layer) that the SVG file
+    # already carries and that the HTML lays over the PNG where the SVG is too big to inline.
+    size_pt: tuple[float, float] = (0.0, 0.0)
+    hover_svg: str = ""
+
+
+Band = Literal["std", "range"]
+VECTOR_FORMATS = ("svg", "pdf")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """What the reader asked of the figures (``bench report --band/--seed-lines/--dpi``). Here, not in
+    style.py (which re-exports it), so that the command builds one without importing matplotlib:
+    the figures are drawn in worker processes (api.draw_figures), which import it side by side."""
+
+    band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
+    seed_lines: bool = False  # one thin line per seed as well
+    dpi: int = 200  # of the PNG; the SVG and PDF are vector
+    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
+    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
+    vector: tuple[str, ...] = ("svg",)
+
+    def band_text(self, n: Sequence[int]) -> str:
+        """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
+        lo, hi = (min(n), max(n)) if len(n) else (0, 0)
+        seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+        return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
 
 
 def safe_stem(name: str) -> str:
@@ -195,72 +225,19 @@ def render_markdown(res: SuiteResults, figures: list[Figure], out_dir: Path) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# HTML: one self-contained file (figures as base64 PNG)
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.reproduces td.verdict,td.holds{color:#070} tr.differs td.verdict,tr.broken td.verdict,td.fails{color:#b00}
-tr.inconclusive td.verdict,td.inconclusive,tr.pending td.verdict,td.pending{color:#a60} .proto{font-size:12px;color:#555}
-.plumbing{background:#fff3cd;border-left:4px solid #a60;padding:.5em 1em}
-img{max-width:100%;border:1px solid #eee}
-"""
+# HTML: one self-contained file a reader explores (sortable tables, per-seed drill-down, inline SVG
+# figures with tooltips): benchmark.report.html
 
 
 def _h(text: Any) -> str:
+    """Escape for HTML text and attribute values."""
     return html.escape(str(text), quote=True)
 
 
 def render_html(res: SuiteResults, figures: list[Figure]) -> str:
-    s = res.suite
-    title = report_title(s)
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>"]
-    if is_plumbing(s):
-        out.append(f'<p class="plumbing"><strong>{_h(plumbing_note(s))}</strong></p>')
-    out.append("<ul>")
-    for k, v in (("suite", s.name), ("source", s.source), ("protocol", s.protocol)):
-        if v:
-            out.append(f"<li><b>{k}</b>: {_h(v)}</li>")
-    out += [f"<li><b>margin</b> (tolerance): ±{s.tolerance:g} (unless a published value sets its own)</li>",
-            f"<li><b>{_h(_select_line(res))}</b></li>", f"<li>{_h(VERDICT_RULES)}</li>"]
-    out += [f"<li><b>{_h(k)}</b>: {_h(v)}</li>" for k, v in header_lines(res)] + ["</ul>"]
-    if s.description:
-        out.append(f"<p>{_h(s.description)}</p>")
-    out += ['<h2>Comparison</h2>', '<table id="comparison"><thead><tr>']
-    out += [f"<th>{_h(h)}</th>" for h in TABLE_HEADER] + ["</tr></thead><tbody>"]
-    numeric = {1, 3, 5, 6}
-    for r in res.records:
-        cells = row_cells(r)
-        tds = []
-        for i, c in enumerate(cells):
-            cls = "num" if i in numeric else "verdict" if i == 7 else "proto" if i == 8 else ""
-            title_attr = f' title="{_h(r["source"])}"' if i == 4 and r["source"] else ""
-            tds.append(f'<td class="{cls}"{title_attr}>{_h(c)}</td>')
-        out.append(f'<tr class="{_h(r["verdict"] or r["state"])}">' + "".join(tds) + "</tr>")
-    out.append("</tbody></table>")
-    srcs = _sources(res)
-    if srcs:
-        out += ["<p>Sources:</p><ul>"] + [f"<li>{_h(x)}</li>" for x in srcs] + ["</ul>"]
-    if res.claims:
-        out += ['<h2>Claims</h2>', '<table id="claims"><thead><tr>']
-        out += [f"<th>{_h(h)}</th>" for h in CLAIM_HEADER] + ["</tr></thead><tbody>"]
-        for c, r in res.claims:
-            out.append(f"<tr><td>{_h(c.name)}</td><td>{_h(c.text)}<br><code>{_h(c.expr)}</code></td>"
-                       f'<td class="{r.verdict}">{_h(CLAIM_MARK[r.verdict])}</td>'
-                       f"<td>{_h(claim_tests_text(r))}</td>"
-                       f"<td>{_h(_numbers_text(r.numbers, r.reason))}</td></tr>")
-        out.append("</tbody></table>")
-    if figures:
-        out.append("<h2>Curves</h2>")
-        for f in figures:
-            b64 = base64.b64encode(f.png_bytes).decode()
-            out.append(f'<figure><img class="curve" alt="{_h(f.title)}" src="data:image/png;base64,{b64}">'
-                       f"<figcaption>{_h(f.title)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    from benchmark.report.html import render_html as render  # html imports this module's cells
+
+    return render(res, figures)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,34 +304,143 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 _TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX))
 
 
+# Unicode that pdflatex's default set-up cannot print (or that a suite text may well contain): math
+# mode or a text command each; the check marks are left out where a verdict symbol says them.
+_TEX_UNICODE = {"±": r"$\pm$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "α": r"$\alpha$",
+                "τ": r"$\tau$", "σ": r"$\sigma$", "μ": r"$\mu$", "×": r"$\times$", "→": r"$\rightarrow$",
+                "−": "-", "·": r"$\cdot$", "√": r"$\surd$", "…": r"\ldots{}", "✓": "", "✗": ""}
+_TEX_UNICODE_RE = re.compile("|".join(map(re.escape, _TEX_UNICODE)))
+
+
 def tex_escape(text: Any) -> str:
     s = _TEX_RE.sub(lambda m: _TEX[m.group()], " ".join(str(text).split()))
-    return s.replace("±", r"$\pm$").replace("≈", r"$\approx$").replace("✓", "").replace("✗", "").replace("…", "").replace(
-        "≥", r"$\geq$").replace("α", r"$\alpha$")
+    return _TEX_UNICODE_RE.sub(lambda m: _TEX_UNICODE[m.group()], s)
+
+
+# The verdict as a symbol (amssymb's \checkmark; \times and ? need nothing), explained in a legend
+# line under the table.
+TEX_VERDICT = {"reproduces": r"$\checkmark$", "differs": r"$\times$", "inconclusive": "?", "pending": r"\ldots{}",
+               "broken": "broken", "plumbing": "plumbing", "": "--"}
+TEX_CLAIM = {"holds": r"$\checkmark$", "fails": r"$\times$", "inconclusive": "?", "pending": r"\ldots{}",
+             "plumbing": "plumbing"}
+TEX_LEGEND = (r"$\checkmark$ reproduces (the 90\,\% CI of diff lies inside $\pm$margin); $\times$ differs "
+              r"(significant and beyond the margin); ? inconclusive (in parentheses: the seeds that would decide "
+              r"it at 80\,\% power); \ldots{} pending (jobs unfinished); broken: failed or diverged jobs.")
+TEX_PACKAGES = r"\usepackage{booktabs,amssymb}"
+
+
+def _tex_num(v: Any, digits: int = 2, sign: bool = False) -> str:
+    return f"${_num(v, digits, sign)}$" if _num(v, digits, sign) not in ("", "never", "-inf") else tex_escape(
+        _num(v, digits, sign))
+
+
+def _tex_interval(v: Any, low: Any, high: Any, sign: bool = False) -> str:
+    r"""$6.60\;[6.40, 6.80]$: the estimate and its interval, in math mode (a real minus sign)."""
+    if v is None:
+        return ""
+    if low is None or high is None:
+        return _tex_num(v, sign=sign)
+    return f"${_num(v, sign=sign)}\\;[{_num(low, sign=sign)}, {_num(high, sign=sign)}]$"
+
+
+def _tex_measured(row: dict[str, Any]) -> str:
+    if row["state"] != JobState.DONE:
+        return tex_escape(row["state_text"])
+    if row["mean"] is None:
+        return tex_escape(f"no {row['metric']}")
+    std = f" \\pm {_num(row['std'])}" if row["std"] is not None else ""
+    return f"${_num(row['mean'])}{std}$"
+
+
+def _tex_verdict(row: dict[str, Any]) -> str:
+    mark = TEX_VERDICT.get(row["verdict"] or "", tex_escape(row["verdict"]))
+    if row["verdict"] == "inconclusive" and row["seeds_needed"]:
+        mark += f" ({row['seeds_needed']})"
+    if row["prior"] and row["verdict"] != "plumbing":
+        mark += r"\textsuperscript{p}"
+    return mark
+
+
+class _Notes:
+    """Footnote marks a, b, c, ... for texts under the table; the same text, the same mark."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts[text] = "abcdefghijklmnopqrstuvwxyz"[len(self.texts) % 26] * (1 + len(self.texts) // 26)
+        return r"\textsuperscript{" + self.texts[text] + "}"
+
+    def lines(self) -> list[str]:
+        return [r"\textsuperscript{" + m + "}~" + t + r"\par" for t, m in self.texts.items()]
 
 
 def render_latex(res: SuiteResults) -> str:
+    r"""A ``table`` float for ``\input``: booktabs rules, the caption and ``\label{tab:<suite>}``,
+    mean $\pm$ std in math mode with n in the header (a footnote where a row has another n), the
+    verdict as a symbol with its legend, the protocol differences as footnotes. Needs booktabs and
+    amssymb (said in the file's first lines); compiles with a stock pdflatex (tests/test_report_render)."""
     s = res.suite
-    head = ["cell", "seeds", "compared", r"measured [95\,\% interval]", "published", r"diff [90\,\% CI]",
-            "margin", "verdict"]
-    lines = [
-        f"% {tex_escape(s.title or s.name)} -- generated by bench report; needs \\usepackage{{booktabs}}",
-        f"% {tex_escape(_select_line(res))}",
-        f"% {tex_escape(VERDICT_RULES)}",
-        r"\begin{tabular}{lrlrlrrl}", r"\toprule",
-        " & ".join(head) + r" \\", r"\midrule",
-    ]
+    title = report_title(s)
+    done = [r["n"] for r in res.records if r["state"] == "done" and r["mean"] is not None]
+    n_usual = Counter(done).most_common(1)[0][0] if done else None
+    notes = _Notes()
+    body = []
     for r in res.records:
-        cells = row_cells(r)[:8]
-        lines.append(" & ".join(tex_escape(c).strip() for c in cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        label = r["label"] if r["metric"] == TEST_ERROR else f"{r['label']} [{r['metric']}]"
+        cell = tex_escape(label)
+        if r["protocol"]:
+            cell += notes.mark(f"protocol: {tex_escape(r['protocol'])}")
+        measured = _tex_measured(r)
+        if r["state"] == JobState.DONE and r["mean"] is not None and r["n"] != n_usual:
+            expected = f" ({r['n_expected']} expected)" if r["n"] < r["n_expected"] else ""
+            measured += notes.mark(f"$n={r['n']}$ seeds in this row{expected}")
+        if r["source"] or r["note"]:
+            pub = tex_escape(r["published_text"] or "") + notes.mark(
+                tex_escape(" — ".join(x for x in (r["source"], r["note"]) if x)).replace("—", "---"))
+        else:
+            pub = tex_escape(r["published_text"] or "")
+        body.append(" & ".join([
+            cell, measured, tex_escape(r["statistic"] or ""), _tex_interval(r["estimate"], r["low"], r["high"]),
+            pub, _tex_interval(r["diff"], r["diff_low"], r["diff_high"], sign=True),
+            f"$\\pm{_num(r['tolerance'])}$" if r["tolerance"] is not None else "", _tex_verdict(r),
+        ]) + r" \\")
+    n_head = f", $n={n_usual}$" if n_usual is not None else ""
+    head = [f"cell", f"seeds (mean $\\pm$ std{n_head})", "compared", r"measured [95\,\% interval]", "published",
+            r"diff [90\,\% CI]", "margin", "verdict"]
+    caption = tex_escape(title)
+    if s.source:
+        caption += f". Measured against {tex_escape(s.source)}"
+    caption += f". {tex_escape(_select_line(res))}"
+    plumbing = [tex_escape(plumbing_note(s)) + r"\par"] if is_plumbing(s) else []
+    prior = [r"\textsuperscript{p}~the spread of fewer than 3 seeds came from a prior for the dataset "
+             r"(benchmark/report/stats.py)\par"] if any(r["prior"] for r in res.records) else []
+    lines = [
+        f"% {tex_escape(s.title or s.name)} -- generated by bench report.",
+        f"% Needs in the preamble: {TEX_PACKAGES}",
+        f"% {tex_escape(VERDICT_RULES)}",
+        *[f"% {tex_escape(k)}: {tex_escape(v)}" for k, v in header_lines(res)],
+        r"\begin{table}[htbp]", r"\centering", r"\small",
+        f"\\caption{{{caption}}}", f"\\label{{tab:{s.name}}}",
+        r"\begin{tabular}{lrlrlrrl}", r"\toprule", " & ".join(head) + r" \\", r"\midrule",
+        *body, r"\bottomrule", r"\end{tabular}",
+        r"\par\smallskip\footnotesize\raggedright",
+        *plumbing, f"Verdicts: {TEX_LEGEND}" + r"\par", *prior, *notes.lines(),
+        r"\end{table}",
+    ]
     if res.claims:
-        lines += ["", r"\begin{tabular}{llll}", r"\toprule",
-                  r"claim & verdict & difference [90\,\% CI] & numbers \\", r"\midrule"]
+        lines += ["", r"\begin{table}[htbp]", r"\centering", r"\small",
+                  f"\\caption{{{tex_escape(title)}: claims}}", f"\\label{{tab:{s.name}-claims}}",
+                  r"\begin{tabular}{lp{0.3\linewidth}lp{0.3\linewidth}}", r"\toprule",
+                  r"claim & statement & verdict & difference [90\,\% CI] \\", r"\midrule"]
         for c, r in res.claims:
-            lines.append(f"{tex_escape(c.name)} & {r.verdict} & {tex_escape(claim_tests_text(r))} & "
-                         f"{tex_escape(_numbers_text(r.numbers, r.reason))} \\\\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
+            lines.append(f"{tex_escape(c.name)} & {tex_escape(c.text)} & {TEX_CLAIM.get(r.verdict, tex_escape(r.verdict))} & "
+                         f"{tex_escape(claim_tests_text(r) or _numbers_text(r.numbers, r.reason))} \\\\")
+        lines += [r"\bottomrule", r"\end{tabular}",
+                  r"\par\smallskip\footnotesize\raggedright",
+                  r"$\checkmark$ holds (the claimed direction is shown at 95\,\%); $\times$ fails (the opposite "
+                  r"is); ? inconclusive; \ldots{} pending.", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 

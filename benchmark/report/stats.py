@@ -37,7 +37,11 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from scipy import integrate, special, stats
+from scipy import special
+
+# scipy.stats and scipy.integrate are imported where they are needed (the order statistics of a
+# best-of-N or median-of-N comparison), not here: together they cost ~0.6 s of a report's 5 s
+# budget (benchmarks/report_speed.py), and every other path needs only scipy.special's ufuncs.
 
 ALPHA = 0.05  # the level of every test (MLPerf Training's convergence check uses 0.05 too)
 POWER = 0.80  # the power a seed plan aims for
@@ -119,6 +123,8 @@ def c4(n: int) -> float:
 @lru_cache(maxsize=None)
 def _order_stat(N: int, k: int) -> tuple[float, float]:
     """(mean, variance) of order statistic k of N standard normals: Phi^-1(U), U ~ Beta(k, N-k+1)."""
+    from scipy import integrate, stats
+
     beta = stats.beta(k, N - k + 1)
     m1 = integrate.quad(lambda u: stats.norm.ppf(u) * beta.pdf(u), 0, 1, limit=200)[0]
     m2 = integrate.quad(lambda u: stats.norm.ppf(u) ** 2 * beta.pdf(u), 0, 1, limit=200)[0]
@@ -136,6 +142,8 @@ def order_stat_moments(N: int, stat: str) -> tuple[float, float]:
         return _order_stat(N, (N + 1) // 2)
     k = N // 2
     m_k, var_k = _order_stat(N, k)  # by symmetry X_(k+1) has mean -m_k and the same variance
+    from scipy import integrate, stats
+
     log_c = special.gammaln(N + 1) - special.gammaln(k) - special.gammaln(N - k)
     phi, Phi = stats.norm.pdf, stats.norm.cdf
 
@@ -206,18 +214,40 @@ def decide(diff: float, se: float, df: float, margin: float) -> tuple[str, float
     return verdict, low, high, p_equiv, p_diff
 
 
+# The noncentral t through scipy.special: nctdtr(df, nc, x) is what scipy.stats.nct.cdf(x, df, nc)
+# computes, and nct.sf(x, df, nc) equals nctdtr(df, -nc, -x) (T with noncentrality nc is -T' with
+# -nc), bit for bit in scipy 1.17 (tests/test_report_stats.py), except far in a tail where nctdtr
+# gives NaN and scipy.stats a 0 or 1: there, and only there, scipy.stats is asked.
+def _nct_cdf(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    v = special.nctdtr(df, nc, x)
+    if np.isnan(v).any():
+        from scipy import stats
+
+        v = np.where(np.isnan(v), stats.nct.cdf(x, df, nc), v)
+    return v
+
+
+def _nct_sf(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    v = special.nctdtr(df, -nc, -x)
+    if np.isnan(v).any():
+        from scipy import stats
+
+        v = np.where(np.isnan(v), stats.nct.sf(x, df, nc), v)
+    return v
+
+
 def decide_probability(diff: float, se: np.ndarray, df: np.ndarray, margin: float) -> np.ndarray:
     """P(reproduces) + P(differs) if the true difference is ``diff``, for arrays of (se, df).
 
-    Noncentral t (scipy.stats.nct), the usual approximation: P(TOST) >= P(upper test rejects) -
-    P(lower test does not reject) (Phillips 1990 gives the exact, Owen's-Q form); P(differs) takes
-    the margin condition at the expected standard error."""
+    Noncentral t, the usual approximation: P(TOST) >= P(upper test rejects) - P(lower test does
+    not reject) (Phillips 1990 gives the exact, Owen's-Q form); P(differs) takes the margin
+    condition at the expected standard error."""
     df = np.minimum(df, 1e6)
-    t90 = stats.t.ppf(1 - ALPHA, df)
-    t975 = stats.t.ppf(1 - ALPHA / 2, df)
-    repro = stats.nct.cdf(-t90, df, (diff - margin) / se) - stats.nct.cdf(t90, df, (diff + margin) / se)
+    t90 = special.stdtrit(df, 1 - ALPHA)
+    t975 = special.stdtrit(df, 1 - ALPHA / 2)
+    repro = _nct_cdf(-t90, df, (diff - margin) / se) - _nct_cdf(t90, df, (diff + margin) / se)
     cut = np.maximum(t975, margin / se)
-    differs = stats.nct.sf(cut, df, diff / se) + stats.nct.cdf(-cut, df, diff / se)
+    differs = _nct_sf(cut, df, diff / se) + _nct_cdf(-cut, df, diff / se)
     return np.clip(repro, 0, 1) + differs
 
 

@@ -6,10 +6,12 @@ Imports matplotlib: only the figure modules import this one.
 """
 from __future__ import annotations
 
+import html
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps, rc_context
@@ -17,11 +19,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure as MplFigure
 
-from benchmark.report.render import Figure
+from benchmark.report.render import VECTOR_FORMATS, Band, Figure, FigureStyle  # noqa: F401 (re-exported)
 from benchmark.validation import is_number
 
-Band = Literal["std", "range"]
-VECTOR_FORMATS = ("svg", "pdf")
 
 # Okabe & Ito, "Color Universal Design" (2008), the palette Nature Methods' "Points of view: Color
 # blindness" (Wong 2011) recommends: distinguishable under protanopia, deuteranopia and tritanopia.
@@ -48,24 +48,6 @@ SMALL_FONT = 6.5
 # These points or fewer on a line: draw its markers too (a --quick run has one point per line,
 # which a line alone would not show at all).
 FEW_POINTS = 12
-
-
-@dataclass(frozen=True)
-class FigureStyle:
-    """What the reader asked of the figures (``bench report --band/--seed-lines/--dpi``)."""
-
-    band: Band = "std"  # the band around the mean over seeds: ±1 std, or min–max
-    seed_lines: bool = False  # one thin line per seed as well
-    dpi: int = 200  # of the PNG; the SVG and PDF are vector
-    # Vector files beside the PNG ("svg" always). PDF on request (bench report --pdf): it costs
-    # more than the PNG and SVG together (TrueType embedding), a third of a report's time.
-    vector: tuple[str, ...] = ("svg",)
-
-    def band_text(self, n: Sequence[int]) -> str:
-        """What the band around a mean line is, e.g. "±1 std over 5 seeds", "min–max over 2–5 seeds"."""
-        lo, hi = (min(n), max(n)) if len(n) else (0, 0)
-        seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
-        return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
 
 
 # Applied while a figure is built and saved. text.parse_math=False: a suite label such as
@@ -159,6 +141,7 @@ def new_figure(n_panels: int, ncols: int = 3, sharey: bool = True, sharex: bool 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # the Agg canvas renders the PNG and measures text for the layout
+    fig.bench_hover = []  # (axes, x, y, text) per point that shows its value on hover (add_hover)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
@@ -191,8 +174,55 @@ def figure_legend(fig: MplFigure, handles: Sequence[Any]) -> None:
                ncols=legend_columns([h.get_label() for h in handles], width))
 
 
+# ----------------------------------------------------------------------------------------------
+# Values on hover: SVG <title> tooltips
+#
+# A hover point is a transparent circle with a <title>, laid over the figure in its own <g> at the
+# end of the SVG, at the point's position computed from the axes' transform once the layout is
+# done. Our own layer rather than gids on matplotlib's artists: matplotlib writes a line's markers
+# as <use> elements without any per-point identity, and may drop the clipped ones, so matching
+# tooltips to them would depend on its SVG writer's internals. The same layer goes over the PNG in
+# the HTML where the vector file is too big to inline (html.py).
+
+HOVER_RADIUS = 3.5  # points: a circle about a marker's size, easy to find with a mouse
+
+
+def add_hover(ax: Any, x: Sequence[float], y: Sequence[float], texts: Sequence[str]) -> None:
+    """Points of ``ax`` (data coordinates) that show ``texts`` on hover in the SVG and HTML."""
+    hover = getattr(ax.figure, "bench_hover", None)
+    if hover is not None:
+        hover.extend((ax, float(a), float(b), t) for a, b, t in zip(x, y, texts))
+
+
+def thin(n: int, most: int = 8) -> list[int]:
+    """Indices of at most ``most`` + 1 evenly spaced points of a line of ``n``, the last included:
+    a 200-epoch curve gets a tooltip every 25 epochs, not 200 (80 lines would be 16,000 circles)."""
+    if n <= most:
+        return list(range(n))
+    step = math.ceil(n / most)
+    return sorted(set(range(0, n, step)) | {n - 1})
+
+
+def hover_layer(fig: MplFigure) -> str:
+    """The hover points as SVG markup in the figure's point coordinates ("" when there are none)."""
+    points = getattr(fig, "bench_hover", [])
+    if not points:
+        return ""
+    w, h = fig.get_size_inches() * 72  # the SVG's viewBox is the figure in points, y downwards
+    width, height = fig.bbox.width, fig.bbox.height  # display pixels at the figure's dpi
+    out = ['<g class="hover" fill="#000" fill-opacity="0" stroke="none">']
+    for ax, x, y, text in points:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        px, py = ax.transData.transform((x, y))
+        out.append(f'<circle cx="{px / width * w:.1f}" cy="{(1 - py / height) * h:.1f}" r="{HOVER_RADIUS}">'
+                   f"<title>{html.escape(text, quote=False)}</title></circle>")
+    out.append("</g>")
+    return "\n".join(out)
+
+
 def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style: FigureStyle) -> Figure:
-    """PNG (at ``style.dpi``) for the HTML and markdown, SVG and PDF for a paper."""
+    """PNG (at ``style.dpi``) for the HTML and markdown, SVG (with the hover layer) and PDF for a paper."""
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{stem}-{name}"
     with style_context():
@@ -203,9 +233,17 @@ def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style:
         # The layout is done (the PNG's draw ran it): keep it for the vector files, a quarter
         # less time each than laying the text out again.
         fig.set_layout_engine("none")
-        fig.savefig(base.with_suffix(".svg"), format="svg")
+        hover = hover_layer(fig)
+        svg = io.StringIO()
+        fig.savefig(svg, format="svg")
+        text = svg.getvalue()
+        if hover:
+            end = text.rindex("</svg>")
+            text = f"{text[:end]}{hover}\n{text[end:]}"
+        base.with_suffix(".svg").write_text(text, encoding="utf-8")
         pdf = None
         if "pdf" in style.vector:
             pdf = base.with_suffix(".pdf")
             fig.savefig(pdf, format="pdf")
-    return Figure(name, title, png, base.with_suffix(".svg"), buf.getvalue(), pdf)
+    w, h = fig.get_size_inches() * 72
+    return Figure(name, title, png, base.with_suffix(".svg"), buf.getvalue(), pdf, (float(w), float(h)), hover)

@@ -18,12 +18,12 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from benchmark.report.aggregate import SuiteResults
+from benchmark.report.aggregate import SuiteResults, published_text
 from benchmark.report.curves import published_handles, figure_title, first_specs, panel_of
 from benchmark.report.export import flat_config
 from benchmark.report.render import Figure
 from benchmark.report.style import (
-    PUBLISHED_COLOUR, FigureStyle, figure_legend, new_figure, palette, save, style_context,
+    PUBLISHED_COLOUR, FigureStyle, add_hover, figure_legend, new_figure, palette, save, style_context,
 )
 from benchmark.validation import is_number
 from benchmark.vocabulary import TEST_ERROR, JobState
@@ -149,6 +149,9 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
                 mean, lo, hi = t_interval(v)
                 x = x_of(lab, k)
                 pts.append((x, mean))
+                ci = f", {LEVEL:.0%} t-interval [{lo:.2f}, {hi:.2f}]" if not math.isnan(lo) else ""
+                add_hover(ax, [x], [mean], [f"{lab}: mean {mean:.2f}{ci}, n={len(v)}"])
+                add_hover(ax, [x] * len(v), v, [f"{lab}: one seed, {y:.2f}" for y in v])
                 if not math.isnan(lo):
                     bars.append((x, mean, mean - lo, hi - mean))
                 dots += [(x, y) for y in v]
@@ -173,6 +176,8 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
                 ax.plot([x], [p.value], linestyle="none", marker="*", markersize=9, zorder=5,
                         markerfacecolor="white" if approx else colour, markeredgecolor=PUBLISHED_COLOUR,
                         markeredgewidth=0.8)
+                add_hover(ax, [x], [p.value], [f"{p.label} published: {published_text(p)}"
+                                               + (f", {p.source}" if p.source else "")])
             if not pts and pub:  # a family with published values only still gets its legend entry
                 ax.plot([], [], linestyle="-", marker=marker, color=colour, label=fam)
         if axis.numeric:

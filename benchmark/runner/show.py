@@ -31,13 +31,22 @@ def job_details(store: Store, job_id: int) -> dict[str, Any]:
         "error": r.error, "code_version": r.code_version,
         "diff": None if diff is None else {"sha256": diff_sha, "size": diff[0], "text": diff[1]},
         "config": json.loads(r.config), "environment": env,
-        "log": log, "log_tail": _tail(Path(log)) if log else None,
+        "log": log, "log_tail": log_tail(Path(log)) if log else None,
     }
 
 
-def _tail(path: Path, lines: int = LOG_LINES) -> str | None:
+TAIL_BYTES = 64 * 1024  # read only the end of a log: the HTML report reads one per job
+
+
+def log_tail(path: Path, lines: int = LOG_LINES) -> str | None:
+    """The last ``lines`` lines of a job's log (None where it cannot be read from here); also the
+    HTML report's per-seed drill-down (benchmark.report.html)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return None
     return "\n".join(text.rstrip().splitlines()[-lines:])
