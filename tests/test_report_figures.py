@@ -219,6 +219,13 @@ def test_table_figure_error_against_depth_per_family(five_seeds):
 def test_table_figure_axis_follows_the_varied_field():
     deep = results(depths=(20, 110), seeds=(0, 1))
     assert varied_axis(deep).log and draw_table(deep).axes[0].get_xscale() == "log"
+    fig = draw_table(deep)
+    fig.canvas.draw()  # log ticks read as plain numbers (mathtext is off: "$\mathdefault{10^{1}}$" would print)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()] == ["20", "110"]
+    many = draw_table(results(depths=tuple(range(8, 87, 6)), seeds=(0, 1)))  # 14 depths: matplotlib's log ticks
+    many.canvas.draw()
+    texts = [t.get_text() for t in many.axes[0].get_xticklabels() if t.get_text()]
+    assert texts and not any("$" in t for t in texts), texts
     res = results(depths=(20,), seeds=(0, 1), families=("resnet",))
     suite = res.suite
     jobs = tuple(replace(j, label=f"warm-{k}", spec=replace(j.spec, schedule=replace(j.spec.schedule, warmup_length=k)))
@@ -278,3 +285,21 @@ def test_figures_drawn_in_worker_processes_are_the_ones_drawn_here(tmp_path, mon
         assert a.png_bytes == b.png_bytes and a.png.read_bytes() == b.png.read_bytes()
         assert a.hover_svg == b.hover_svg and a.hover_svg.count("<title>") > 5
         assert b.png.parent == tmp_path / "parallel"
+
+
+@pytest.mark.parametrize("n_panels", [1, 2, 3])
+@pytest.mark.parametrize("labels", [
+    ["20 layers", "56 layers", "110 layers", "solid: residual", "dashed: plain", "published, end of training",
+     "band: mean ± std over seeds"],
+    [f"{k}-{d}" for k in ("plain", "resnet") for d in (20, 32, 44, 56, 110)] + ["published value (end of training)"],
+])
+def test_the_legend_fits_inside_its_figure(n_panels, labels):
+    from matplotlib.lines import Line2D
+
+    from benchmark.report.style import figure_legend, new_figure, style_context
+    with style_context():
+        fig, _ = new_figure(n_panels, ncols=n_panels)
+        figure_legend(fig, [Line2D([], [], label=t, marker="o") for t in labels])
+        fig.canvas.draw()
+    box = fig.legends[0].get_window_extent()
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)  # not cut at the sides

@@ -161,7 +161,7 @@ def legend_columns(labels: Sequence[str], width: float) -> int:
     def fits(ncols: int) -> bool:
         rows = -(-len(labels) // ncols)
         cols = [labels[i:i + rows] for i in range(0, len(labels), rows)]
-        total = sum(max(len(t) for t in col) * 0.55 * SMALL_FONT / 72 + 0.6 for col in cols)
+        total = sum(max(len(t) for t in col) * 0.62 * SMALL_FONT / 72 + 0.7 for col in cols)
         return total <= width - 0.1
 
     return next((n for n in range(len(labels), 0, -1) if fits(n)), 1)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, FixedLocator, NullLocator
 
 from benchmark.report.aggregate import SuiteResults, published_text
 from benchmark.report.curves import published_handles, figure_title, first_specs, panel_of
@@ -187,7 +187,9 @@ def draw_table(res: SuiteResults) -> MplFigure | None:
                 ax.xaxis.set_minor_locator(NullLocator())
             if len(ticks) <= 12:
                 ax.xaxis.set_major_locator(FixedLocator(ticks))
-                ax.set_xticklabels([f"{t:g}" for t in ticks])
+            # plain numbers on every scale: a log axis would otherwise label 10^k in mathtext, which
+            # style.py turns off (user text is data), so "$\mathdefault{10^{1}}$" would print as typed
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         else:
             ax.set_xticks(range(len(categories)))
             ax.set_xticklabels(categories, rotation=30 if len(categories) > 4 else 0,
