@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure as MplFigure
@@ -226,16 +228,28 @@ def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style:
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{stem}-{name}"
     with style_context():
+        # One draw per file. ``savefig`` draws twice whenever the figure has a layout engine (a
+        # render-less draw to run the layout, then the real one, which runs it again), so the files
+        # are printed by their canvases directly, as savefig would at its defaults (rc savefig.*
+        # untouched: facecolor "auto", no bbox_inches), with the dpi set and restored the same way.
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=style.dpi)
+        screen_dpi = fig.dpi
+        fig.dpi = style.dpi
+        try:
+            FigureCanvasAgg(fig).print_png(buf)  # this draw runs the constrained layout
+        finally:
+            fig.dpi = screen_dpi
         png = base.with_suffix(".png")
         png.write_bytes(buf.getvalue())
-        # The layout is done (the PNG's draw ran it): keep it for the vector files, a quarter
-        # less time each than laying the text out again.
+        # The layout is done: keep it for the vector files, a quarter less time each than laying
+        # the text out again.
         fig.set_layout_engine("none")
         hover = hover_layer(fig)
         svg = io.StringIO()
-        fig.savefig(svg, format="svg")
+        try:
+            FigureCanvasSVG(fig).print_svg(svg)  # draws at 72 dpi and leaves fig.dpi there
+        finally:
+            fig.dpi = screen_dpi
         text = svg.getvalue()
         if hover:
             end = text.rindex("</svg>")
