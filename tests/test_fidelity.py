@@ -208,16 +208,19 @@ def test_momentum_reset_is_a_new_optimizer_at_each_milestone() -> None:
     def loss(w, i):
         return F.cross_entropy(xs[i] @ w.t(), ys[i])
 
-    ours_w = nn.Parameter(w0.clone())
-    holder = nn.Module()
-    holder.weight = ours_w
-    opt, state = _optimizer(holder, spec), _State()
-    for i in range(7):
-        _set_lr(opt, spec, state, 100)
-        opt.zero_grad()
-        loss(ours_w, i).backward()
-        opt.step()
-        state.iteration += 1
+    def bench_steps(spec: JobSpec) -> nn.Parameter:  # 7 steps of bench's loop, 100 steps per epoch
+        holder = nn.Module()
+        holder.weight = w = nn.Parameter(w0.clone())
+        opt, state = _optimizer(holder, spec), _State()
+        for i in range(7):
+            _set_lr(opt, spec, state, 100)
+            opt.zero_grad()
+            loss(w, i).backward()
+            opt.step()
+            state.iteration += 1
+        return w
+
+    ours_w = bench_steps(spec)
 
     ref_w = nn.Parameter(w0.clone())  # run.py: lr /10 and a new SGD when train_iter hits 32000 / 48000
     lr = 0.1
@@ -232,15 +235,7 @@ def test_momentum_reset_is_a_new_optimizer_at_each_milestone() -> None:
     torch.testing.assert_close(ours_w, ref_w, rtol=0, atol=1e-7)
 
     kept = replace(spec, optim=replace(spec.optim, reset_momentum_at_milestones=False))
-    w = nn.Parameter(w0.clone())
-    holder.weight = w
-    opt, state = _optimizer(holder, kept), _State()
-    for i in range(7):
-        _set_lr(opt, kept, state, 100)
-        opt.zero_grad()
-        loss(w, i).backward()
-        opt.step()
-        state.iteration += 1
+    w = bench_steps(kept)
     assert not torch.allclose(w, ref_w, atol=1e-5), "the reset must make a difference here"
 
 
@@ -564,8 +559,8 @@ def _albumentations_matrix(angle: float, scale: float, dx: float, dy: float) -> 
 CASES = [(12.0, 1.07, 0.05, -0.08), (-15.0, 0.9, -0.1, 0.1), (3.3, 1.0, 0.0, 0.02), (0.0, 1.1, 0.031, 0.0)]
 
 
-def _real_or_made_up_images(n: int) -> torch.Tensor:
-    """Smooth images with edges (a real photo's statistics matter: noise has no sub-level structure)."""
+def _smooth_images(n: int) -> torch.Tensor:
+    """Made-up images with smooth areas and edges, like photos (pixel noise would hide ties and edges)."""
     g = torch.Generator().manual_seed(3)
     coarse = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8).float()
     return F.interpolate(coarse, size=32, mode="bilinear", align_corners=False).round().to(torch.uint8)
@@ -573,7 +568,7 @@ def _real_or_made_up_images(n: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("angle,scale,dx,dy", CASES)
 def test_opencv_uint8_warp_is_cv2_warpaffine_on_uint8(angle, scale, dx, dy) -> None:
-    x = _real_or_made_up_images(4)
+    x = _smooth_images(4)
     z = torch.zeros(len(x), dtype=torch.float64)
     theta = _inverse_affine(z + angle, z + scale, z + dx, z + dy)
     ours = affine_warp(x.float(), theta, "opencv_uint8")
@@ -590,7 +585,7 @@ def test_the_restatement_is_opencv_itself_where_cv2_is_installed() -> None:
     if tuple(int(v) for v in cv2.__version__.split(".")[:2]) >= (4, 11):
         pytest.skip(f"opencv {cv2.__version__} warps in float (new kernels since 4.11); the 2020 runs used "
                     "the fixed-point path of opencv <= 4.10 (checked against opencv-python-headless 4.8.1.78)")
-    img = _real_or_made_up_images(1)[0].permute(1, 2, 0).contiguous().numpy()  # H x W x C, as albumentations
+    img = _smooth_images(1)[0].permute(1, 2, 0).contiguous().numpy()  # H x W x C, as albumentations
     for angle, scale, dx, dy in CASES:
         m = _albumentations_matrix(angle, scale, dx, dy)
         theirs = cv2.warpAffine(img, m, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
@@ -604,7 +599,7 @@ def test_opencv_uint8_refuses_normalised_images() -> None:
 
 
 def test_the_loader_warps_with_the_configured_arithmetic() -> None:
-    x = _real_or_made_up_images(8)
+    x = _smooth_images(8)
     levels = dict(normalize="channel_mean", mean=(0.0, 0.0, 0.0), pixel_scale="byte", pad=0, flip="none",
                   shift=0.1, scale=0.1, rotate=15.0, affine_p=1.0)  # the batch is the warped 0..255 levels
 
@@ -613,6 +608,7 @@ def test_the_loader_warps_with_the_configured_arithmetic() -> None:
         loader = DeviceLoader(x, torch.arange(len(x)), cfg, train=True, batch_size=len(x), stats=normalization_stats(x, cfg))
         return next(loader.epoch(0, 1))[0]
 
-    assert torch.equal(batch("opencv_uint8"), batch("opencv_uint8").round())
-    assert (batch("float") != batch("float").round()).any()
-    assert (batch("opencv_uint8") - batch("float")).abs().max() < 9
+    opencv, floating = batch("opencv_uint8"), batch("float")
+    assert torch.equal(opencv, opencv.round())
+    assert (floating != floating.round()).any()
+    assert (opencv - floating).abs().max() < 9

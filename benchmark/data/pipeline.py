@@ -201,6 +201,13 @@ def _inverse_affine(angle_deg, scale, dx, dy) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Batched augmentation.
 
+def _reflect101(i: torch.Tensor) -> torch.Tensor:
+    """Mirror indices about the border pixels without repeating them (OpenCV BORDER_REFLECT_101,
+    numpy "reflect"): ... 2 1 | 0 1 ... 31 | 30 29 ...; valid for overshoots up to 31."""
+    i = i.abs()  # -k -> k
+    return torch.where(i > H - 1, 2 * (H - 1) - i, i)  # 31 + k -> 31 - k
+
+
 def _source_index(offset: torch.Tensor, flip: torch.Tensor, pad: int, mode: str):
     """Source row (or column) of each output row, N x 32, and whether it lies inside the image."""
     pos = torch.arange(H, device=offset.device)
@@ -208,8 +215,7 @@ def _source_index(offset: torch.Tensor, flip: torch.Tensor, pad: int, mode: str)
     src = pos + offset.unsqueeze(1) - pad  # N x 32
     valid = (src >= 0) & (src < H)
     if mode == "reflect":
-        src = src.abs()  # -k -> k
-        src = torch.where(src > H - 1, 2 * (H - 1) - src, src)  # 31 + k -> 31 - k
+        src = _reflect101(src)
     return src.clamp(0, H - 1), valid  # "edge" = clamp; "zeros" masks with ``valid`` later
 
 
@@ -260,15 +266,11 @@ def _opencv_warp_uint8(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     sx, sy = fixed(0), fixed(1)
     ix, fx, iy, fy = sx >> 5, (sx & 31).to(x.dtype), sy >> 5, (sy & 31).to(x.dtype)
 
-    def reflect101(i: torch.Tensor) -> torch.Tensor:  # ... 2 1 | 0 1 ... 31 | 30 29 ...
-        i = i.abs()
-        return torch.where(i > W - 1, 2 * (W - 1) - i, i).clamp(0, W - 1)
-
     flat = x.reshape(n, c, H * W)
     acc = torch.zeros_like(x)
     for dy, wy in ((0, 32 - fy), (1, fy)):
         for dx, wx in ((0, 32 - fx), (1, fx)):
-            idx = (reflect101(iy + dy) * W + reflect101(ix + dx)).reshape(n, 1, H * W).expand(n, c, H * W)
+            idx = (_reflect101(iy + dy).clamp(0, H - 1) * W + _reflect101(ix + dx).clamp(0, W - 1)).reshape(n, 1, H * W).expand(n, c, H * W)
             acc += torch.gather(flat, 2, idx).view(n, c, H, W) * (wy * wx).unsqueeze(1)
     return acc.add_(512).div_(1024).floor_()  # (32 * sum + 2^14) >> 15, with weights summing to 1024
 
