@@ -84,13 +84,21 @@ def test_release_asset_upgrades_reports_and_resumes_exactly(old, tmp_path):
         with Store(db) as s:
             assert checkpoint.owner_of(payload) == checkpoint.Owner(s.database_id, seed + 1, suite.jobs[seed].key)
 
-    # Epoch 3 equals an uninterrupted run of the same suite in a new database.
+    # Epoch 3 equals an uninterrupted run of the same suite in a new database, bit for bit where
+    # this CPU computes as the one that wrote the asset did (an Intel CPU with AMX: its epochs 1-2
+    # come out identical). Another CPU (an AMD EPYC, say) rounds differently in oneDNN's kernels,
+    # and two epochs of SGD carry that into every later value: there the resumed epoch is only
+    # checked to continue the old run, close to an uninterrupted one.
     fresh = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     assert bench("run", "suite.toml", "--db", fresh, "--runner", "profile.toml").exit_code == 0
     straight = history(fresh)
+    same_arithmetic = all(straight[k] == v for k, v in before.items() if k[2] in DETERMINISTIC)
     for (seed, epoch, name), value in straight.items():
         if name in DETERMINISTIC:
-            assert after[(seed, epoch, name)] == value, (seed, epoch, name)
+            # Seen on an AMD EPYC: losses within 1e-5, errors equal. One image of the 128 is 0.78 pp.
+            loose = pytest.approx(value, abs=1.0) if name.endswith("_error") else pytest.approx(value, rel=1e-3)
+            expected = value if same_arithmetic else loose
+            assert after[(seed, epoch, name)] == expected, (seed, epoch, name, same_arithmetic)
 
     # The report names both code versions: epochs 1-2 ran on 0.1.0, epoch 3 on this code.
     report = bench("report", "release-asset", "--db", db, "--out", str(tmp_path / "rep2"), "--no-figures")
