@@ -13,6 +13,7 @@ detail it encodes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -336,19 +337,26 @@ def _default(f) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
+@functools.cache  # a report keys every stored job: fields() and the defaults once per class, not per job
+def _identity_fields(cls: type, prefix: str) -> tuple[tuple[str, bool, Any, bool], ...]:
+    """(field name, versioned: in KEY_V1_FIELDS, default, a config section) of each field of the
+    dataclass ``cls``."""
+    return tuple((f.name, prefix + f.name in KEY_V1_FIELDS, d, is_dataclass(d))
+                 for f in fields(cls) for d in [_default(f)])
+
+
 def identity(obj: Any, prefix: str = "") -> dict[str, Any]:
     """The part of a config dataclass that its key hashes (THE RULE above), as plain JSON data."""
     out: dict[str, Any] = {}
-    for f in fields(obj):
-        name, value = prefix + f.name, getattr(obj, f.name)
-        versioned = name in KEY_V1_FIELDS
-        if is_dataclass(value):
-            value = identity(value, name + ".")
+    for name, versioned, default, section in _identity_fields(type(obj), prefix):
+        value = getattr(obj, name)
+        if section:
+            value = identity(value, f"{prefix}{name}.")
             if not value and not versioned:
                 continue  # a whole new section, all at its defaults
-        elif not versioned and value == _default(f):
+        elif not versioned and value == default:
             continue
-        out[f.name] = list(value) if isinstance(value, tuple) else value
+        out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 

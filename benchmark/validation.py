@@ -9,6 +9,7 @@ beside each dataclass (``RULES``, a field name -> :class:`Rule` table, and the `
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import types
 import typing
@@ -48,10 +49,11 @@ def broken_rules(obj: Any, rules: Mapping[str, Rule]) -> list[tuple[str, Any, st
             if not rule.ok(getattr(obj, name))]
 
 
-def field_hints(cls: type) -> dict[str, Any]:
+@functools.cache  # get_type_hints evaluates every annotation: a third of parsing 1,000 stored jobs
+def field_hints(cls: type) -> Mapping[str, Any]:
     """The type hint of each field of the dataclass ``cls``, in field order (its ClassVars are no fields)."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+    return types.MappingProxyType({f.name: hints[f.name] for f in fields(cls)})
 
 
 def convert(value: Any, hint: Any) -> tuple[bool, Any, str]:

@@ -28,6 +28,11 @@ def migrate_to(url: str, revision: str) -> None:
     engine.dispose()
 
 
+def test_schema_head_constant_is_alembics_head():
+    """Store() opens a database at SCHEMA_HEAD without alembic: a new migration must move it."""
+    assert db.SCHEMA_HEAD == head_revision()
+
+
 def test_new_database_is_created_at_head(url, tmp_path):
     assert schema_revision(url) == (None, head_revision())
     Store(url).close()
