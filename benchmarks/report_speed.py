@@ -2,7 +2,9 @@
 
 Fills a temporary SQLite database with 1,000 jobs x 200 epochs x 8 metrics (5 suites of 2 model
 families x 20 depths x 5 seeds; 1.6 M metric rows), then times
-  1. the phases in-process (load frames, aggregate + claims, render tables, draw figures), and
+  1. the phases in-process (load frames + aggregate + claims in one process, render tables, then
+     all of it as `bench report` does it: api.report, which builds the suites and draws their
+     figures in worker processes), and
   2. `report` end to end in a fresh Python process (imports included), markdown + html + json.
 
     .venv/bin/python benchmarks/report_speed.py [--epochs 200] [--repeat 3] [--keep DIR [--reuse]]
@@ -29,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.report.api import build_tables, resolve_suites, write_reports  # noqa: E402
+from benchmark.report.api import build_tables, report, resolve_suites, write_reports  # noqa: E402
 from benchmark.report.synthetic import fake_curves  # noqa: E402
 from benchmark.store import Store  # noqa: E402
 from benchmark.suite import parse_suite  # noqa: E402
@@ -140,7 +142,7 @@ def main() -> None:
     url = f"sqlite:///{db_path}"
     phases: dict[str, tuple[float, float]] = {}
 
-    def children_cpu() -> float:  # the figure workers' CPU (api.draw_figures forks them for a report this big)
+    def children_cpu() -> float:  # the workers' CPU (api.report forks them for a report this big)
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         return r.ru_utime + r.ru_stime
 
@@ -158,7 +160,7 @@ def main() -> None:
     results = phase("load frames + aggregate + claims", build_tables, store, suites)
     phase("render 5 formats (no figures)", write_reports, results, work / "tables",
           ["markdown", "html", "csv", "latex", "json"], figures=False)
-    phase("markdown + html with figures", write_reports, results, work / "full", ["markdown", "html"], figures=True)
+    phase("api.report: markdown + html + figures", report, store, suites, work / "full", ["markdown", "html"])
     store.close()
     print("in-process phases (this process has imported everything already; CPU includes worker processes):")
     total_wall = sum(w for w, _ in phases.values())

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_hex
 
 from benchmark.config import ScheduleConfig
 from benchmark.report.aggregate import summarize
-from benchmark.report.curves import cell_curves, draw_errors, draw_scales, suite_figures
+from benchmark.report.curves import MEAN_LINES, SEED_LINES, cell_curves, draw_errors, draw_scales, suite_figures
 from benchmark.report.style import OKABE_ITO, VECTOR_FORMATS, FigureStyle
 from benchmark.report.synthetic import fake_jobs, fake_metrics, make_suite
 from benchmark.report.table_figure import draw_table, t_interval, varied_axis
@@ -42,9 +43,40 @@ def legend_texts(fig) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """One line of a LineCollection, read like a Line2D."""
+
+    x: Any
+    colour: Any
+    solid: bool
+
+    def get_xdata(self):
+        return self.x
+
+    def get_color(self):
+        return self.colour
+
+    def get_marker(self):
+        return None
+
+
+def collection_lines(ax, label: str) -> list[Drawn]:
+    """The lines of the panel's collection ``label`` (curves.PanelArtists: MEAN_LINES, SEED_LINES)."""
+    out = []
+    for c in ax.collections:
+        if isinstance(c, LineCollection) and c.get_label() == label:
+            colours, styles = c.get_colors(), c.get_linestyles()
+            for i, path in enumerate(c.get_paths()):
+                out.append(Drawn(path.vertices[:, 0], colours[i % len(colours)], styles[i % len(styles)][1] is None))
+    return out
+
+
 def mean_lines(ax, style: str = "-"):
-    """The mean lines of a panel: the thick ones in the given style (the seeds' lines are 0.4 wide)."""
-    return [ln for ln in ax.get_lines() if ln.get_linestyle() == style and ln.get_linewidth() > 0.5]
+    """The mean lines of a panel in the given style: Line2D where they have markers (few points),
+    else the paths of its mean-lines collection."""
+    marked = [ln for ln in ax.get_lines() if ln.get_linestyle() == style and ln.get_linewidth() > 0.5]
+    return marked + [d for d in collection_lines(ax, MEAN_LINES) if d.solid == (style == "-")]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +143,7 @@ def test_lines_with_few_points_get_markers():
 
 
 def test_thin_seed_lines_on_request(five_seeds):
-    thin = lambda fig: [ln for ax in panels(fig) for ln in ax.get_lines() if ln.get_linewidth() == 0.4]  # noqa: E731
+    thin = lambda fig: [ln for ax in panels(fig) for ln in collection_lines(ax, SEED_LINES)]  # noqa: E731
     assert thin(draw_errors(five_seeds)) == []
     fig = draw_errors(five_seeds, FigureStyle(seed_lines=True))
     assert len(thin(fig)) == len(five_seeds.suite.jobs) * 2

@@ -30,6 +30,14 @@ def test_metric_names_sorted_and_distinct(store):
         store.record_epoch(int(job_id), 1, {"test_error": 9.0, "lr": 0.1, "alpha.b0": math.nan})
         store.record_epoch(int(job_id), 2, {"test_error": 8.0, "lr": 0.1})
     assert store.metric_names() == ["alpha.b0", "lr", "test_error"]
+    other = make_suite(name="other", depths=(32,), seeds=(0,), epochs=2)
+    store.register_suite(other)
+    jobs = store.jobs_frame(["other"])
+    store.record_epoch(int(jobs["job_id"].iloc[0]), 1, {"train_loss": 1.0})
+    assert store.metric_names([suite.name]) == ["alpha.b0", "lr", "test_error"]
+    assert store.metric_names(["other"]) == ["train_loss"]
+    assert store.metric_names([suite.name, "other"]) == ["alpha.b0", "lr", "test_error", "train_loss"]
+    assert store.metric_names(["no-such-suite"]) == []
 
 
 def test_claim_metrics_reads_metric_arguments_and_defaults():
@@ -76,3 +84,57 @@ def test_report_from_needed_metrics_equals_report_from_all(store):
         a = cell_curves(res, names).sort_values(["label", "name", "epoch"]).reset_index(drop=True)
         b = cell_curves(full, names).sort_values(["label", "name", "epoch"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(a.astype({"name": str}), b.astype({"name": str}))
+
+
+def fill(store: Store, suite, epochs: int) -> None:
+    store.register_suite(suite)
+    for r in store.jobs_frame([suite.name]).itertuples():
+        curves = fake_curves(r.label, r.seed, epochs, with_alpha=r.label.startswith("resnet"))
+        for e in range(epochs):
+            store.record_epoch(r.job_id, e + 1, {k: float(v[e]) for k, v in curves.items()})
+        store.finish(r.job_id, "done")
+
+
+def test_report_built_and_drawn_in_worker_processes_equals_one_process(store, tmp_path, monkeypatch):
+    """api.report builds big reports' suites in forked workers and draws their figures as each is
+    built (api._build_and_draw): the same files, byte for byte, as one process doing it all."""
+    from benchmark.report import api
+    from benchmark.report.style import FigureStyle
+
+    suites = [make_suite(name=n, depths=(20, 56), seeds=(0, 1), epochs=6,
+                         published=[Published("resnet-20", 8.75, kind="single", source="x")],
+                         claims=[Claim("deg", "deg", 'final("plain-56", "train_error") > final("plain-20", "train_error")')])
+              for n in ("one", "two", "three")]
+    for s in suites:
+        fill(store, s, 6)
+    formats = ["markdown", "html", "json", "csv"]
+    assert api.parallel_plan(store, suites) == 1  # 72 rows: not worth a fork
+    serial, serial_files = api.report(store, suites, tmp_path / "serial", formats, style=FigureStyle(dpi=60))
+    monkeypatch.setattr(api, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1})  # two CPUs even where the test has one
+    assert api.parallel_plan(store, suites) == 2
+    parallel, parallel_files = api.report(store, suites, tmp_path / "parallel", formats, style=FigureStyle(dpi=60))
+    assert [r.suite.name for r in parallel] == ["one", "two", "three"]
+    assert [r.records for r in parallel] == [r.records for r in serial]
+    rel = lambda paths, root: [p.relative_to(root) for p in paths]  # noqa: E731
+    assert rel(parallel_files, tmp_path / "parallel") == rel(serial_files, tmp_path / "serial")
+    assert any(p.name == "three-scales.png" for p in parallel_files)
+    for a, b in zip(serial_files, parallel_files):
+        assert a.read_bytes() == b.read_bytes().replace(b"/parallel/", b"/serial/"), a.name
+
+
+def test_a_worker_s_store_error_reaches_the_caller_as_itself(store, tmp_path, monkeypatch):
+    import sqlite3
+
+    from benchmark.report import api
+    from benchmark.store import StoreError
+
+    suites = [make_suite(name=n, depths=(20,), seeds=(0,), epochs=3) for n in ("one", "two")]
+    for s in suites:
+        fill(store, s, 3)
+    with sqlite3.connect(tmp_path / "results.sqlite") as c:  # text in a REAL column, written outside bench
+        c.execute("UPDATE metrics SET value = 'oops' WHERE epoch = 2 AND name = 'test_error'")
+    monkeypatch.setattr(api, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1})
+    with pytest.raises(StoreError, match="corrupt metrics row"):
+        api.report(store, suites, tmp_path / "out", ["markdown"], figures=False)

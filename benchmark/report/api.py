@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -65,7 +65,10 @@ def as_registered(store: Any, suite: Suite, what: str) -> Suite:
     return replace(suite, jobs=stored, notices=suite.notices + ((notice,) if notice else ()))
 
 
-def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(store: Any, suite: Suite, select: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The suite's jobs and the metrics its report reads (metrics_needed: 2-3 of the ~8 a run
+    records). The "final" epoch of a job is then its last epoch with one of these recorded, which
+    is its last epoch: a run records all its metrics of an epoch together."""
     keys = {j.key for j in suite.jobs}
     jobs = store.jobs_frame([suite.name])
     by_suite = not jobs.empty and jobs["key"].isin(keys).any()
@@ -73,6 +76,8 @@ def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, p
         # A suite file not registered under its name (or renamed): match its jobs by key alone.
         jobs = store.jobs_frame(None)
     jobs = jobs[jobs["key"].isin(keys)] if not jobs.empty else jobs
+    names = metrics_needed(suite, resolve_select(suite, select),
+                           store.metric_names([suite.name] if by_suite else None)) if not jobs.empty else []
     if jobs.empty or not names:
         return jobs, pd.DataFrame(columns=["job_id", "epoch", "name", "value"])
     # One query per suite; the IN list of job ids only when the jobs live under another name.
@@ -83,22 +88,19 @@ def _frames(store: Any, suite: Suite, names: list[str]) -> tuple[pd.DataFrame, p
     return jobs, metrics
 
 
-def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
-    """Aggregate every suite (comparison rows, claims) from the store."""
+def build_suite(store: Any, suite: Suite, select: str | None = None) -> SuiteResults:
+    """Aggregate one suite (comparison rows, claims) from the store."""
     from benchmark.store import display_url
 
-    recorded = store.metric_names()
-    out = []
-    for suite in suites:
-        # Only the metrics the report reads (metrics_needed): 2-3 of the ~8 a run records.
-        # The "final" epoch of a job is then its last epoch with one of these recorded, which is
-        # its last epoch: a run records all its metrics of an epoch together.
-        names = metrics_needed(suite, resolve_select(suite, select), recorded)
-        jobs, metrics = _frames(store, suite, names)
-        res = summarize(suite, jobs, metrics, select)
-        res.database = display_url(store.url)
-        out.append(res)
-    return out
+    jobs, metrics = _frames(store, suite, select)
+    res = summarize(suite, jobs, metrics, select)
+    res.database = display_url(store.url)
+    return res
+
+
+def build_tables(store: Any, suites: Iterable[Suite], select: str | None = None) -> list[SuiteResults]:
+    """Aggregate every suite (comparison rows, claims) from the store."""
+    return [build_suite(store, suite, select) for suite in suites]
 
 
 def write_reports(
@@ -107,15 +109,29 @@ def write_reports(
 ) -> list[Path]:
     """Write one file per suite and format (and the figures, drawn as ``style``, a
     ``benchmark.report.style.FigureStyle``); return the paths written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = list(results)
+    check_formats(formats)
+    drawn: list[list[Any]] = [[] for _ in results]
+    if figures and wants_figures(formats):
+        drawn = draw_figures(results, Path(out_dir) / "figures", style)
+    return write_files(results, drawn, out_dir, formats)
+
+
+def check_formats(formats: Sequence[str]) -> None:
     for fmt in formats:
         if fmt not in FORMATS:
             raise ReportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    drawn: list[list[Any]] = [[] for _ in results]
-    if figures and ({"markdown", "html"} & set(formats)):
-        drawn = draw_figures(results, out_dir / "figures", style)
+
+
+def wants_figures(formats: Sequence[str]) -> bool:
+    return bool({"markdown", "html"} & set(formats))  # the formats that show figures
+
+
+def write_files(results: list[SuiteResults], drawn: list[list[Any]], out_dir: str | Path,
+                formats: Sequence[str]) -> list[Path]:
+    """The report files of ``results`` whose figures are ``drawn`` (one list per suite)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for res, figs in zip(results, drawn):
         stem = safe_stem(res.suite.name)
@@ -134,50 +150,140 @@ def write_reports(
     return written
 
 
-# Figures in parallel, one process per CPU: matplotlib draws in one thread, and the figures are
-# most of a report's time (5 suites of 40 cells: ~6 of 9 CPU seconds, benchmarks/report_speed.py).
-# Worth a fork only for that much work; below, one process draws them all.
-PARALLEL_MIN_ROWS = 100_000  # metric rows over all suites
-_PENDING: list[tuple[SuiteResults, Path, Any]] = []  # what the forked workers draw, read by index
+def report(store: Any, suites: Sequence[Suite], out_dir: str | Path, formats: Sequence[str] = ("markdown",),
+           figures: bool = True, style: Any = None, select: str | None = None,
+           ) -> tuple[list[SuiteResults], list[Path]]:
+    """bench report: build every suite's tables and write its files (and figures); return the
+    results and the paths written. Several large suites are built and drawn in worker processes,
+    one per CPU (parallel_plan); the files are the same either way."""
+    check_formats(formats)
+    for suite in suites:
+        resolve_select(suite, select)  # a bad --select fails here, in this process, before any work
+    out = Path(out_dir) / "figures" if figures and wants_figures(formats) else None
+    workers = parallel_plan(store, suites)
+    if workers <= 1:
+        results = build_tables(store, suites, select)
+        drawn = draw_figures(results, out, style) if out is not None else [[] for _ in results]
+        return results, write_files(results, drawn, out_dir, formats)
+    written: dict[int, list[Path]] = {}
+
+    def write(i: int, res: SuiteResults, figs: list[Any]) -> None:  # here, while the workers draw the next
+        written[i] = write_files([res], [figs], out_dir, formats)
+
+    results = _in_workers(workers, store, list(suites), select, out, style, on_suite=write)
+    return results, [p for i in range(len(results)) for p in written[i]]
 
 
-def _draw_one(task: tuple[int, str]) -> Any:
+# Worker processes, one per CPU: matplotlib draws in one thread, and a report of 5 suites of 200
+# jobs x 200 epochs (1.6 M metric rows) is ~8 CPU seconds, two thirds of it figures
+# (benchmarks/report_speed.py). Worth a fork only for that much work; below, this process does it all.
+PARALLEL_MIN_ROWS = 100_000  # metric rows (~ epochs done x the 2 error curves) over all suites
+_PENDING: list[Any] = []  # what the forked workers inherit: set before the fork, never pickled
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _workers(n_suites: int, rows: int) -> int:
+    import multiprocessing
+
+    if n_suites < 2 or _cpus() < 2 or rows < PARALLEL_MIN_ROWS or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return min(_cpus(), n_suites)
+
+
+def parallel_plan(store: Any, suites: Sequence[Suite]) -> int:
+    """How many worker processes ``report`` uses: 1 (none) unless there are several suites, CPUs
+    and enough rows. The rows are estimated from the jobs table (two curves per epoch done), before
+    any metric is read."""
+    if len(suites) < 2:
+        return 1
+    jobs = store.jobs_frame([s.name for s in suites])
+    return _workers(len(suites), 2 * int(jobs["epochs_done"].sum()) if not jobs.empty else 0)
+
+
+def _build_task(i: int) -> SuiteResults:
+    store, suites, select = _PENDING[0]
+    return build_suite(store, suites[i], select)  # the forked Store opens its own connections
+
+
+def _draw_task(res: SuiteResults, out: Path, kind: str, style: Any) -> Any:
     from benchmark.report.curves import suite_figure
 
-    i, kind = task
-    res, out, style = _PENDING[i]
     return suite_figure(res, out, kind, style)
+
+
+def _in_workers(workers: int, store: Any, suites: list[Suite], select: str | None, out: Path | None, style: Any,
+                built: list[SuiteResults] | None = None,
+                on_suite: Callable[[int, SuiteResults, list[Any]], None] | None = None) -> list[SuiteResults]:
+    """Build each suite in a worker (unless ``built``), queue its figures as soon as it is built
+    (``out=None``: none), drawn by whichever worker is free, and call ``on_suite(i, results,
+    figures)`` here as each suite is complete. The results travel pickled: a suite's 80,000 curve
+    rows are a few milliseconds. fork: the workers inherit the parsed suites and the open Store;
+    matplotlib is imported in the workers, side by side, not here first (half a second)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from benchmark.report.render import FIGURE_KINDS, figure_kinds
+
+    results: list[Any] = list(built) if built is not None else [None] * len(suites)
+    kinds: dict[int, tuple[str, ...]] = {}
+    figs: dict[tuple[int, str], Any] = {}
+    pending: dict[Any, tuple[int, str]] = {}
+
+    def built_one(i: int) -> None:
+        if out is None:
+            return done_one(i)
+        kinds[i] = figure_kinds(results[i])
+        for kind in kinds[i]:  # the slow kind first
+            pending[pool.submit(_draw_task, results[i], out, kind, style)] = (i, kind)
+
+    def done_one(i: int) -> None:
+        if on_suite is not None:
+            on_suite(i, results[i], [f for k in FIGURE_KINDS if (f := figs.get((i, k))) is not None])
+
+    _PENDING[:] = [(store, suites, select)]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            try:
+                for i in range(len(suites)):
+                    if built is None:
+                        pending[pool.submit(_build_task, i)] = (i, "")
+                    else:
+                        built_one(i)
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        i, kind = pending.pop(fut)
+                        if not kind:
+                            results[i] = fut.result()  # a worker's error (a StoreError, say) is raised here
+                            built_one(i)
+                            continue
+                        figs[i, kind] = fut.result()
+                        if all((i, k) in figs for k in kinds[i]):
+                            done_one(i)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # not the rest of the queue after an error or Ctrl-C
+                raise
+    finally:
+        _PENDING.clear()
+    return results
 
 
 def draw_figures(results: list[SuiteResults], out: Path, style: Any = None) -> list[list[Any]]:
     """Every suite's figures (curves.suite_figures), drawn in worker processes where it pays."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from benchmark.report.curves import suite_figures
 
-    from benchmark.report.render import FIGURE_KINDS
-
-    tasks = [(i, kind) for kind in FIGURE_KINDS for i in range(len(results))]  # the slow kind first
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    rows = sum(len(r.metrics) for r in results)
-    if cpus > 1 and len(results) > 1 and rows >= PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
-        # fork: the workers inherit the results (1.6 M metric rows) instead of unpickling a copy;
-        # matplotlib is imported in the workers, side by side, not here first (half a second).
-        _PENDING[:] = [(r, out, style) for r in results]
-        try:
-            with ProcessPoolExecutor(min(cpus, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
-                figs = list(pool.map(_draw_one, tasks))
-        finally:
-            _PENDING.clear()
-    else:
-        from benchmark.report.curves import suite_figure
-
-        figs = [suite_figure(results[i], out, kind, style) for i, kind in tasks]
-    by_suite: list[list[Any]] = [[] for _ in results]
-    for (i, kind), f in sorted(zip(tasks, figs), key=lambda t: (t[0][0], FIGURE_KINDS.index(t[0][1]))):
-        if f is not None:
-            by_suite[i].append(f)
-    return by_suite
+    workers = _workers(len(results), sum(len(r.metrics) for r in results))
+    if workers <= 1:
+        return [suite_figures(res, out, style) for res in results]
+    drawn: dict[int, list[Any]] = {}
+    _in_workers(workers, None, [r.suite for r in results], None, out, style, built=results,
+                on_suite=lambda i, _, figs: drawn.__setitem__(i, figs))
+    return [drawn[i] for i in range(len(results))]
 
 
 # ----------------------------------------------------------------------------------------------

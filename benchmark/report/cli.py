@@ -43,21 +43,20 @@ def report(suites: tuple[str, ...], db: str | None, formats: tuple[str, ...], ou
 
     Figures (OUT/figures/, PNG + SVG (+ PDF with --pdf) at print size): error curves per family with the seed
     spread, error against depth with 95 % t-intervals and the published values, α / τ trajectories."""
-    from benchmark.report.api import build_tables, resolve_suites, write_reports
+    from benchmark.report import api
 
     t0 = time.perf_counter()
     store = Store(db, create=False)  # a report never creates a database
-    parsed = resolve_suites(store, suites)
+    parsed = api.resolve_suites(store, suites)
     if not parsed:
         raise ReportError("no suites in the database; register one with `bench run SUITE` or name a suite file")
-    results = build_tables(store, parsed, select)
     style = None
     if figures:
         from benchmark.report.render import FigureStyle  # not style.py: matplotlib is imported where figures are drawn
 
         style = FigureStyle(band=band, seed_lines=seed_lines, dpi=dpi, vector=("svg", "pdf") if pdf else ("svg",))
     try:
-        written = write_reports(results, out_dir, formats, figures=figures, style=style)
+        results, written = api.report(store, parsed, out_dir, formats, figures=figures, style=style, select=select)
     except OSError as e:  # --out under a file, a read-only folder, a full disk
         raise ReportError(f"cannot write the reports to {out_dir}: {e.strerror or e}"
                           f"{' (' + e.filename + ')' if e.filename else ''}; choose another --out") from None

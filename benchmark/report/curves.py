@@ -10,13 +10,14 @@ iteration-scheduled suites (the cumulative ``iterations`` metric) and epochs oth
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.lines import Line2D
-from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
@@ -117,13 +118,42 @@ def _band(c: pd.DataFrame, style: FigureStyle) -> tuple[np.ndarray, np.ndarray]:
     return mean - std, mean + std
 
 
+MEAN_LINES, SEED_LINES = "_mean lines", "_seed lines"  # the collections' labels ("_": not in a legend)
+
+
+@dataclass
+class PanelArtists:
+    """What _draw collects for one panel, added by ``add_to`` as one collection per kind: 80 mean
+    lines as 80 Line2D (and 40 bands as 40 fill_between) cost about half of a 5-suite report's
+    figure time, in matplotlib's per-artist bookkeeping rather than in drawing."""
+
+    lines: list = field(default_factory=list)  # (xy, colour, linestyle, width): the means, zorder 3
+    seed_lines: list = field(default_factory=list)  # (xy, colour, linestyle): one per seed, zorder 2
+    bands: list = field(default_factory=list)  # (polygon, rgba): the spread over seeds, zorder 2
+
+    def add_to(self, ax) -> None:
+        if self.bands:
+            ax.add_collection(PolyCollection([b for b, _ in self.bands], facecolors=[c for _, c in self.bands],
+                                             linewidths=0, zorder=2))
+        if self.seed_lines:
+            ax.add_collection(LineCollection([xy for xy, _, _ in self.seed_lines],
+                                             colors=[c for _, c, _ in self.seed_lines],
+                                             linestyles=[ls for _, _, ls in self.seed_lines],
+                                             linewidths=0.4, alpha=0.6, zorder=2, label=SEED_LINES))
+        if self.lines:
+            ax.add_collection(LineCollection([xy for xy, *_ in self.lines], colors=[c for _, c, _, _ in self.lines],
+                                             linestyles=[ls for _, _, ls, _ in self.lines],
+                                             linewidths=[w for *_, w in self.lines], zorder=3, label=MEAN_LINES))
+
+
 def _draw(ax, c: pd.DataFrame, style: FigureStyle, colour: Any, marker: str, linestyle: str, width: float,
-          band_alpha: float, seeds: pd.DataFrame | None, bands: list, hollow: bool = False,
+          band_alpha: float, seeds: pd.DataFrame | None, panel: PanelArtists, hollow: bool = False,
           crowded: bool = False, hover: str = "", xname: str = "epoch", digits: int = 2) -> None:
     """One mean line with its band (error bars where there is one point), markers if few points
     (``crowded``, a panel of many lines read through a colour bar: only for one or two points).
-    The band's polygon goes to ``bands``, drawn by _fill_bands in one collection per panel.
-    ``hover``: what the line is (e.g. "resnet-20, test error"), for the tooltips of a few of its points."""
+    The line, band and seed lines go to ``panel``, added by PanelArtists.add_to; a line with markers
+    is a Line2D of its own. ``hover``: what the line is (e.g. "resnet-20, test error"), for the
+    tooltips of a few of its points."""
     x, mean = c["x"].to_numpy(dtype=float), c["value"].to_numpy(dtype=float)
     lo, hi = _band(c, style)
     if hover:
@@ -133,26 +163,22 @@ def _draw(ax, c: pd.DataFrame, style: FigureStyle, colour: Any, marker: str, lin
             f"{hover}, {xname} {x[i]:g}: {mean[i]:.{digits}f}"
             + (f" ± {std[i]:.{digits}f}" if np.isfinite(std[i]) else "") + f" (mean of {n[i]} seed{'' if n[i] == 1 else 's'})"
             for i in at])
-    few = len(x) <= (2 if crowded else FEW_POINTS)
-    ax.plot(x, mean, linestyle=linestyle, color=colour, linewidth=width, marker=marker if few else None,
-            markerfacecolor="white" if hollow else colour, markeredgecolor=colour, zorder=3)
+    if len(x) <= (2 if crowded else FEW_POINTS):
+        ax.plot(x, mean, linestyle=linestyle, color=colour, linewidth=width, marker=marker,
+                markerfacecolor="white" if hollow else colour, markeredgecolor=colour, zorder=3)
+    else:
+        panel.lines.append((np.column_stack([x, mean]), colour, linestyle, width))
     ok = np.isfinite(lo) & np.isfinite(hi)  # a diverged seed's NaN leaves a gap, not a broken polygon
     if ok.sum() > 1:
         xs = x[ok]
-        bands.append((np.column_stack([np.r_[xs, xs[::-1]], np.r_[lo[ok], hi[ok][::-1]]]),
-                      to_rgba(colour, band_alpha)))
+        panel.bands.append((np.column_stack([np.r_[xs, xs[::-1]], np.r_[lo[ok], hi[ok][::-1]]]),
+                            to_rgba(colour, band_alpha)))
     elif np.isfinite(lo).all() and (hi > lo).any():
         ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=colour, linewidth=0.8, capsize=2, fmt="none")
     if seeds is not None:
         for _, s in seeds.groupby("job_id", sort=False):
-            ax.plot(s["x"], s["value"], linestyle=linestyle, color=colour, linewidth=0.4, alpha=0.6, zorder=2)
-
-
-def _fill_bands(ax, bands: list) -> None:
-    """Every band of a panel as one PolyCollection: 40 fill_between calls cost a third of the figure."""
-    if bands:
-        ax.add_collection(PolyCollection([b for b, _ in bands], facecolors=[c for _, c in bands], linewidths=0,
-                                         zorder=2))
+            panel.seed_lines.append((np.column_stack([s["x"].to_numpy(dtype=float), s["value"].to_numpy(dtype=float)]),
+                                     colour, linestyle))
 
 
 def _x_ticks(ax, xname: str) -> None:
@@ -229,7 +255,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         fig, axes = new_figure(len(order), extra_height=0.55)
         tops, pub_kinds = [], set()
         for ax, panel in zip(axes, order):
-            bands: list = []
+            artists = PanelArtists()
             for label in panels[panel]:
                 key = key_of[label]
                 colour, marker = pal.colour(key), pal.marker(key)
@@ -238,7 +264,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                     c = lines.get((label, metric))
                     if c is None:
                         continue
-                    _draw(ax, c, style, colour, marker, ls, width, alpha, seeds.get((label, metric)), bands,
+                    _draw(ax, c, style, colour, marker, ls, width, alpha, seeds.get((label, metric)), artists,
                           hollow=metric == "train_error", crowded=pal.needs_colourbar,
                           hover=f"{label}, {metric.replace('_', ' ')}",
                           xname="iteration" if xname == "iterations" else "epoch")
@@ -257,7 +283,7 @@ def draw_errors(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
                                 markeredgewidth=0.8, clip_on=False)
                         add_hover(ax, [end], [p.value], [f"{label}, {metric.replace('_', ' ')} published: "
                                                          f"{published_text(p)}" + (f", {p.source}" if p.source else "")])
-            _fill_bands(ax, bands)
+            artists.add_to(ax)
             ax.set_title(panel)
             ax.set_xlabel("iterations" if xname == ITERATIONS else "epochs")
             ax.set_ylabel("error (%)")
@@ -328,13 +354,13 @@ def draw_scales(res: SuiteResults, style: FigureStyle | None = None) -> MplFigur
         for ax, label in zip(axes, labels):
             names = sorted({k[1] for k in lines if k[0] == label}, key=_natural)
             pal = palette(names)
-            bands: list = []
+            artists = PanelArtists()
             for name in names:
                 _draw(ax, lines[label, name], style, pal.colour(name), pal.marker(name), "-", 1.1, 0.18,
-                      seeds.get((label, name)), bands, crowded=pal.needs_colourbar,
+                      seeds.get((label, name)), artists, crowded=pal.needs_colourbar,
                       hover=f"{label}, {_scale_name(name)}", xname="iteration" if xname == "iterations" else "epoch",
                       digits=3)
-            _fill_bands(ax, bands)
+            artists.add_to(ax)
             ax.axhline(0, color="0.5", linewidth=0.5)
             ax.set_title(label)
             ax.set_xlabel("iterations" if xname == ITERATIONS else "epochs")

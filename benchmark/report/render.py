@@ -18,11 +18,18 @@ from benchmark.escaping import spreadsheet_safe
 from benchmark.report.aggregate import ROW_FIELDS, SELECT_TEXT, SuiteResults
 from benchmark.report.provenance import code_versions, header_lines
 from benchmark.report.plumbing import is_plumbing, plumbing_note, report_title
-from benchmark.vocabulary import TEST_ERROR, JobState
+from benchmark.vocabulary import TEST_ERROR, JobState, is_scale_metric
 
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 FIGURE_KINDS = ("errors", "table", "scales")  # curves.suite_figure; in a report's order, the slowest first
+
+
+def figure_kinds(res: SuiteResults) -> tuple[str, ...]:
+    """The FIGURE_KINDS ``res`` may have something for: α / τ trajectories only where a scale
+    metric was recorded (api's workers are sent the results pickled: not for nothing)."""
+    names = res.metrics["name"].unique() if len(res.metrics) else ()
+    return tuple(k for k in FIGURE_KINDS if k != "scales" or any(is_scale_metric(str(n)) for n in names))
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
 
 TABLE_HEADER = ("cell", "seeds (mean ± std, n)", "compared", "measured [95 % interval]", "published",

@@ -71,6 +71,7 @@ RC: dict[str, Any] = {
     "grid.linewidth": 0.5,
     "lines.markersize": 3.5,
     "svg.fonttype": "none",  # text as <text>: a smaller SVG whose labels stay selectable
+    "svg.hashsalt": "bench",  # the SVG's ids from its content, not random: the same data, the same file
     "pdf.fonttype": 42,  # TrueType in the PDF, which journals' submission checks accept (Type 3 they reject)
 }
 
@@ -247,7 +248,7 @@ def save(fig: MplFigure, out_dir: Path, stem: str, name: str, title: str, style:
         hover = hover_layer(fig)
         svg = io.StringIO()
         try:
-            FigureCanvasSVG(fig).print_svg(svg)  # draws at 72 dpi and leaves fig.dpi there
+            FigureCanvasSVG(fig).print_svg(svg, metadata={"Date": None})  # draws at 72 dpi, leaves fig.dpi there
         finally:
             fig.dpi = screen_dpi
         text = svg.getvalue()
