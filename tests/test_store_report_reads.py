@@ -95,11 +95,14 @@ def fill(store: Store, suite, epochs: int) -> None:
         store.finish(r.job_id, "done")
 
 
-def test_report_built_and_drawn_in_worker_processes_equals_one_process(store, tmp_path, monkeypatch):
-    """api.report builds big reports' suites in forked workers and draws their figures as each is
-    built (api._build_and_draw): the same files, byte for byte, as one process doing it all."""
+def test_report_built_and_drawn_in_worker_processes_equals_one_process(backend_url, tmp_path, monkeypatch):
+    """api.report builds big reports' suites in forked workers (each on its own connections to the
+    database, SQLite or PostgreSQL) and draws their figures as each is built (api._in_workers): the
+    same files, byte for byte, as one process doing it all."""
     from benchmark.report import api
     from benchmark.report.style import FigureStyle
+
+    store = Store(backend_url)
 
     suites = [make_suite(name=n, depths=(20, 56), seeds=(0, 1), epochs=6,
                          published=[Published("resnet-20", 8.75, kind="single", source="x")],
@@ -121,6 +124,7 @@ def test_report_built_and_drawn_in_worker_processes_equals_one_process(store, tm
     assert any(p.name == "three-scales.png" for p in parallel_files)
     for a, b in zip(serial_files, parallel_files):
         assert a.read_bytes() == b.read_bytes().replace(b"/parallel/", b"/serial/"), a.name
+    store.close()
 
 
 def test_a_worker_s_store_error_reaches_the_caller_as_itself(store, tmp_path, monkeypatch):
