@@ -238,6 +238,8 @@ def _in_workers(workers: int, store: Any, suites: list[Suite], select: str | Non
         if out is None:
             return done_one(i)
         kinds[i] = figure_kinds(results[i])
+        if not kinds[i]:
+            return done_one(i)
         for kind in kinds[i]:  # the slow kind first
             pending[pool.submit(_draw_task, results[i], out, kind, style)] = (i, kind)
 
