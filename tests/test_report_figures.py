@@ -335,3 +335,21 @@ def test_the_legend_fits_inside_its_figure(n_panels, labels):
         fig.canvas.draw()
     box = fig.legends[0].get_window_extent()
     assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)  # not cut at the sides
+
+
+def test_a_diverged_stretch_leaves_a_gap_in_the_mean_line_and_finite_axes(tmp_path):
+    """NaN errors in every seed of a cell (a stretch where all diverged) break its mean line (in the
+    mean-lines collection, as a Line2D would) and do not reach the axis limits."""
+    suite = make_suite(depths=(20,), seeds=(0, 1), epochs=40)
+    m = fake_metrics(suite)
+    gap = (m["label"] == "plain-20") & m["epoch"].between(10, 14) & (m["name"] == "test_error")
+    m.loc[gap, "value"] = math.nan
+    res = summarize(suite, fake_jobs(suite), m)
+    fig = draw_errors(res)
+    plain = panels(fig)[0]
+    (mean,) = [c for c in plain.collections if isinstance(c, LineCollection) and c.get_label() == MEAN_LINES]
+    ys = [p.vertices[:, 1] for p in mean.get_paths()]
+    assert sum(np.isnan(y).sum() for y in ys) == 5  # the gap is kept, not interpolated over
+    assert all(np.isfinite(ax.get_xlim()).all() and np.isfinite(ax.get_ylim()).all() for ax in panels(fig))
+    figs = suite_figures(res, tmp_path)
+    assert [f.name for f in figs] == ["errors", "table"] and all(f.png.stat().st_size > 1000 for f in figs)

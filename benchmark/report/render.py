@@ -23,13 +23,6 @@ from benchmark.vocabulary import TEST_ERROR, JobState, is_scale_metric
 
 FORMATS = ("markdown", "html", "csv", "latex", "json")
 FIGURE_KINDS = ("errors", "table", "scales")  # curves.suite_figure; in a report's order, the slowest first
-
-
-def figure_kinds(res: SuiteResults) -> tuple[str, ...]:
-    """The FIGURE_KINDS ``res`` may have something for: α / τ trajectories only where a scale
-    metric was recorded (api's workers are sent the results pickled: not for nothing)."""
-    names = res.metrics["name"].unique() if len(res.metrics) else ()
-    return tuple(k for k in FIGURE_KINDS if k != "scales" or any(is_scale_metric(str(n)) for n in names))
 EXTENSIONS = {"markdown": "md", "html": "html", "csv": "csv", "latex": "tex", "json": "json"}
 
 TABLE_HEADER = ("cell", "seeds (mean ± std, n)", "compared", "measured [95 % interval]", "published",
@@ -86,6 +79,13 @@ class FigureStyle:
         lo, hi = (min(n), max(n)) if len(n) else (0, 0)
         seeds = f"{lo} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
         return f"{'±1 std' if self.band == 'std' else 'min–max'} over {seeds}"
+
+
+def figure_kinds(res: SuiteResults) -> tuple[str, ...]:
+    """The FIGURE_KINDS ``res`` may have something for: α / τ trajectories only where a scale
+    metric was recorded (api's workers are sent the results pickled: not for nothing)."""
+    names = res.metrics["name"].unique() if len(res.metrics) else ()
+    return tuple(k for k in FIGURE_KINDS if k != "scales" or any(is_scale_metric(str(n)) for n in names))
 
 
 def safe_stem(name: str) -> str:

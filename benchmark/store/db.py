@@ -242,21 +242,19 @@ def _known(revision: str) -> bool:
         return False
 
 
-def _current(conn: Connection) -> tuple[str | None, bool]:
-    """(revision stamped in alembic_version or None, whether any bench table exists)."""
-    from alembic.runtime.migration import MigrationContext
-
-    rev = MigrationContext.configure(conn).get_current_revision()
-    tables = set(inspect(conn).get_table_names())
-    return rev, bool(tables & BENCH_TABLES)
-
-
 def _stamped(conn: Connection) -> str | None:
-    """The revision in alembic_version, read with plain SQL (None: no such table, or not one row)."""
+    """The revision in alembic_version, read with plain SQL, without importing alembic (None: no
+    such table, or not one row: bench's history has no branches)."""
     if not inspect(conn).has_table("alembic_version"):
         return None
     rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     return rows[0] if len(rows) == 1 else None
+
+
+def _current(conn: Connection) -> tuple[str | None, bool]:
+    """(revision stamped in alembic_version or None, whether any bench table exists)."""
+    tables = set(inspect(conn).get_table_names())
+    return _stamped(conn), bool(tables & BENCH_TABLES)
 
 
 def _mismatch(url: str, rev: str | None, head: str) -> SchemaError:
