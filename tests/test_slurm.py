@@ -207,7 +207,7 @@ def test_a_worker_at_its_time_limit_requeues_itself_until_the_suite_is_done(tmp_
     info = wait_for_slurm(tmp_path, jobs, 900)[jobs[0]]
     logs = worker_logs(tmp_path)
     assert info["JobState"] == "COMPLETED" and int(info["Restarts"]) >= 1, f"{info}\n{logs}"
-    assert "requeued Slurm job" in logs and "paused at its last checkpoint" in logs, logs
+    assert "requeuing Slurm job" in logs and "paused at its last checkpoint" in logs, logs
     assert_done_once(url, epochs=LONG["epochs"])
     finish(reference)
     assert metric_table(url) == metric_table(f"sqlite:///{tmp_path / 'local' / 'r.sqlite'}")
@@ -238,5 +238,5 @@ def test_a_preempted_worker_gives_its_job_back_and_requeues_itself(tmp_path, clu
     info = wait_for_slurm(tmp_path, jobs, 300)[jobs[0]]
     logs = worker_logs(tmp_path)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{info}\n{logs}"
-    assert "paused at its last checkpoint" in logs and "requeued Slurm job" in logs, logs
+    assert "paused at its last checkpoint" in logs and "requeuing Slurm job" in logs, logs
     assert_done_once(url, epochs=6)

@@ -106,32 +106,38 @@ class SlurmWorker:
         code = worker.returncode
         if code not in [0] + [128 + s for s in STOP_SIGNALS] + [-s for s in STOP_SIGNALS]:
             raise RuntimeError(f"bench worker exited with code {code}; see its output above")
-        message = self._requeue() if code else "bench worker: the queue is empty"
-        print(message, flush=True)  # in the Slurm job's stdout, beside the worker's
+        message, requeue = self._after_stop() if code else ("bench worker: the queue is empty", None)
+        # In the Slurm job's stdout, beside the worker's, and before a requeue: that ends this
+        # allocation at once (Slurm signals every process of the job, often before scontrol exits),
+        # so nothing after it is sure to run.
+        print(message, flush=True)
+        if requeue is not None:
+            result = subprocess.run(["scontrol", "requeue", requeue], capture_output=True, text=True, timeout=60)
+            if result.returncode > 0:  # < 0: scontrol was killed by the requeue it asked for
+                raise RuntimeError(f"scontrol requeue {requeue} failed (exit {result.returncode}): "
+                                   f"{result.stderr.strip()}")
         return message
 
-    def _requeue(self) -> str:
+    def _after_stop(self) -> tuple[str, str | None]:
+        """What to log after a stopped worker, and the Slurm job to requeue (None: none)."""
         job = slurm_job_id()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         queued = queued_jobs(self.db_url, self.suites)
         if job is None:
-            return f"bench worker stopped outside Slurm; {queued} job(s) queued"
+            return f"bench worker stopped outside Slurm; {queued} job(s) queued", None
         if queued == 0:
-            return "bench worker stopped; no queued job is left"
+            return "bench worker stopped; no queued job is left", None
         # Only a job Slurm still runs: warned before its time limit (SIGUSR2), or signalled by a
         # preemption / `scancel --signal=TERM`. A job Slurm is already ending (COMPLETING: a plain
         # `scancel`, or the limit passed before the worker had stopped) stays ended: scontrol would
         # requeue even a cancelled job.
         state = slurm_job_state(job)
         if state != "RUNNING":
-            return f"Slurm job {job} is ending ({state or 'state unknown'}): not requeued; {queued} job(s) queued"
+            return f"Slurm job {job} is ending ({state or 'state unknown'}): not requeued; {queued} job(s) queued", None
         if restarts >= self.requeues:
             raise RuntimeError(f"bench worker stopped with {queued} job(s) still queued after {restarts} requeue(s), "
                                f"the profile's [slurm] requeues: submit again with the same `bench run`")
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-        if result.returncode:
-            raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
-        return f"requeued Slurm job {job} ({restarts + 1} of at most {self.requeues}): {queued} job(s) queued"
+        return f"requeuing Slurm job {job} ({restarts + 1} of at most {self.requeues}): {queued} job(s) queued", job
 
 
 def worker_command(db_url: str, profile_path: str, suites: Sequence[str],
