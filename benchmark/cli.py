@@ -149,6 +149,10 @@ def _run(suite, db: str | None, runner: dict, local: bool = False, replace: bool
     from benchmark.runner import api
 
     profile, overrides = api.runner_profile(runner)
+    if profile.slurm is None or local:
+        from benchmark.runner.worker import job_context
+
+        job_context()  # the job processes' fork server imports torch on another core meanwhile
     store = _store(db)
     reg = api.register(store, suite, replace=replace)
     click.echo(f"suite '{reg.suite}': {reg.jobs} jobs ({reg.added} new, {reg.present} already registered)")

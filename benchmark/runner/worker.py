@@ -53,9 +53,10 @@ LOG_TAIL_CHARS = 1500
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
-def _context():
+def job_context():
     """A fork server that has imported torch and the trainer: a job's process starts in milliseconds
-    and never inherits threads, CUDA state or database connections from the worker."""
+    and never inherits threads, CUDA state or database connections from the worker. The first call
+    starts it (its imports take about 4 s of one core); later calls return the running one."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["benchmark.runner.child", "benchmark.runner.worker"])
@@ -185,7 +186,7 @@ class Worker:
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
             TimeRemainingColumn(), console=self.console, disable=not show, transient=False)
         self.overall: TaskID | None = None
-        self._ctx = _context()
+        self._ctx = job_context()
 
     # -- the loop ------------------------------------------------------------------------------
 
