@@ -176,7 +176,7 @@ def test_smoke_suite_through_submitit_and_slurm_matches_a_local_run(tmp_path, cl
     if reference is not None:
         out = finish(reference, timeout=900)
         assert reference.returncode == 0 and "8 done" in out, out
-    assert_done_once(pg_url, epochs=8)
+    assert_done_once(pg_url, epochs=5)
     assert metric_table(pg_url) == metric_table(reference_url, "smoke")
 
     status = subprocess.run(bench_cmd("status", "--db", pg_url, "--format", "json"), env=env(), capture_output=True,
