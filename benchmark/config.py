@@ -338,19 +338,17 @@ def _default(f) -> Any:
 
 
 @functools.cache  # a report keys every stored job: fields() and the defaults once per class, not per job
-def _identity_fields(cls: type, prefix: str) -> tuple[tuple[str, bool, Any, bool], ...]:
-    """(field name, versioned: in KEY_V1_FIELDS, default, a config section) of each field of the
-    dataclass ``cls``."""
-    return tuple((f.name, prefix + f.name in KEY_V1_FIELDS, d, is_dataclass(d))
-                 for f in fields(cls) for d in [_default(f)])
+def _identity_fields(cls: type, prefix: str) -> tuple[tuple[str, bool, Any], ...]:
+    """(field name, versioned: in KEY_V1_FIELDS, default) of each field of the dataclass ``cls``."""
+    return tuple((f.name, prefix + f.name in KEY_V1_FIELDS, _default(f)) for f in fields(cls))
 
 
 def identity(obj: Any, prefix: str = "") -> dict[str, Any]:
     """The part of a config dataclass that its key hashes (THE RULE above), as plain JSON data."""
     out: dict[str, Any] = {}
-    for name, versioned, default, section in _identity_fields(type(obj), prefix):
+    for name, versioned, default in _identity_fields(type(obj), prefix):
         value = getattr(obj, name)
-        if section:
+        if is_dataclass(value):  # the value, as before the cache: a section is whatever holds one
             value = identity(value, f"{prefix}{name}.")
             if not value and not versioned:
                 continue  # a whole new section, all at its defaults

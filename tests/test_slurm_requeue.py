@@ -13,7 +13,7 @@ from benchmark.runner.slurm import SlurmWorker
 
 FAKE_SCONTROL = """#!/bin/sh
 case "$1" in
-  -o) echo "JobId=7 JobName=bench-worker JobState=RUNNING Restarts=0" ;;
+  -o) echo "JobId=7 JobName=bench-worker JobState={state} Restarts=0" ;;
   requeue) {requeue} ;;
 esac
 """
@@ -22,7 +22,8 @@ esac
 @pytest.fixture
 def stopped_worker(tmp_path, monkeypatch):
     """A SlurmWorker whose `bench worker` stops as at a preemption (exit 128 + SIGTERM) with 3 jobs
-    still queued, in Slurm job 7; returns a function that installs the fake scontrol's requeue."""
+    still queued, in Slurm job 7; returns a function that installs the fake scontrol (what its
+    requeue does, and the job state it reports)."""
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
@@ -30,9 +31,9 @@ def stopped_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm, "queued_jobs", lambda db_url, suites: 3)
     handlers = {s: signal.getsignal(s) for s in slurm.STOP_SIGNALS}  # SlurmWorker installs its own
 
-    def make(requeue: str) -> SlurmWorker:
+    def make(requeue: str, state: str = "RUNNING") -> SlurmWorker:
         script = tmp_path / "scontrol"
-        script.write_text(FAKE_SCONTROL.format(requeue=requeue))
+        script.write_text(FAKE_SCONTROL.format(requeue=requeue, state=state))
         script.chmod(0o755)
         return SlurmWorker(command=(sys.executable, "-c", f"raise SystemExit({128 + signal.SIGTERM})"),
                            cwd=str(tmp_path), db_url="sqlite://", suites=("long",), requeues=3)
@@ -57,7 +58,6 @@ def test_a_refused_requeue_is_an_error_after_the_log_line(stopped_worker, capsys
 
 
 def test_a_job_slurm_is_ending_is_not_requeued(stopped_worker, tmp_path, capsys):
-    worker = stopped_worker("touch requeued")
-    (tmp_path / "scontrol").write_text(FAKE_SCONTROL.replace("RUNNING", "COMPLETING").format(requeue="touch requeued"))
+    worker = stopped_worker("touch requeued", state="COMPLETING")
     assert worker() == "Slurm job 7 is ending (COMPLETING): not requeued; 3 job(s) queued"
     assert not (tmp_path / "requeued").exists()
